@@ -1,0 +1,48 @@
+//! The command line: one subcommand per part of the lab. Each part's crate owns its flags
+//! (`NodeArgs`, `BalancerArgs`, `LoadArgs`); this file only names the commands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// scalelab: prefork nodes behind a pingora balancer, driven by one topology file.
+#[derive(Debug, Parser)]
+#[command(name = "scalelab", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole lab locally: the balancer and every node, supervised, with live edits.
+    Up(UpArgs),
+    /// Validate a topology file; print every problem with its line and column.
+    Check(CheckArgs),
+    /// Run one node: a primary process and its workers sharing one listening port.
+    Node(scalelab_node::NodeArgs),
+    /// Run the pingora load balancer in front of the topology's nodes.
+    Balancer(scalelab_balancer::BalancerArgs),
+    /// Drive HTTP load and report throughput, latency and who served what.
+    Load(scalelab_loadgen::LoadArgs),
+    /// A node worker process (started by a node primary, not by hand).
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Flags of `scalelab up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The topology file to run and watch for edits.
+    #[arg(long, short, default_value = "topology.yaml")]
+    pub topology: PathBuf,
+}
+
+/// Flags of `scalelab check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The topology file to validate.
+    #[arg(default_value = "topology.yaml")]
+    pub file: PathBuf,
+}

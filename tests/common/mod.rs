@@ -1,0 +1,213 @@
+//! Shared harness for the integration tests: start real `scalelab` processes on loopback,
+//! wait for them with deadlines, speak plain HTTP to them and tear them down by process group.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_scalelab")
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `n` distinct free ports, all held until every one is chosen so none repeats.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// `n` consecutive free ports starting at the returned one (node replicas use port, port+1, ...).
+pub fn free_port_run(n: u16) -> u16 {
+    'outer: for _ in 0..200 {
+        let base = free_port();
+        if base as u32 + n as u32 >= 65535 {
+            continue;
+        }
+        let mut held = Vec::new();
+        for p in base..base + n {
+            match TcpListener::bind(("127.0.0.1", p)) {
+                Ok(l) => held.push(l),
+                Err(_) => continue 'outer,
+            }
+        }
+        return base;
+    }
+    panic!("no run of {n} free ports");
+}
+
+/// A started `scalelab` process, alone in its own process group. Dropping it stops the whole
+/// group (SIGTERM, then SIGKILL after a deadline), so no test leaves processes behind.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `scalelab ARGS...` with stdout/stderr inherited (shown when a test fails).
+    pub fn spawn(args: &[&str]) -> Proc {
+        let child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start scalelab");
+        Proc { child, name: args.first().copied().unwrap_or("").to_string() }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `sig` to the process itself (not its group).
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM, then waits up to `deadline` for the exit status.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(deadline)
+    }
+
+    /// Waits up to `deadline` for the process to exit.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pgid = self.pid();
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        if self.wait_exit(Duration::from_secs(8)).is_none() {
+            eprintln!("{}: still running after SIGTERM, sending SIGKILL", self.name);
+        }
+        // Whatever is left of the group (workers of a killed primary) goes too.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP response, headers lower-cased.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// `GET http://ADDR PATH`, any status; `Err` only when no response arrived.
+pub fn get(addr: impl std::fmt::Display, path: &str) -> Result<Response, String> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let resp = match agent.get(&format!("http://{addr}{path}")).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_string())))
+        .collect();
+    let body = resp.into_string().map_err(|e| e.to_string())?;
+    Ok(Response { status, headers, body })
+}
+
+/// Polls `GET ADDR PATH` until it answers 200 or `deadline` passes (then panics).
+pub fn wait_http(addr: impl std::fmt::Display, path: &str, deadline: Duration) -> Response {
+    let end = Instant::now() + deadline;
+    loop {
+        match get(&addr, path) {
+            Ok(r) if r.status == 200 => return r,
+            other if Instant::now() >= end => panic!("{addr}{path} not ready after {deadline:?}: {other:?}"),
+            _ => sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `deadline` passes (then panics with `what`).
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() >= end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// A temporary directory holding a topology file the test can rewrite.
+pub struct TopologyFile {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TopologyFile {
+    pub fn new(yaml: &str) -> TopologyFile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topology.yaml");
+        let t = TopologyFile { dir, path };
+        t.write(yaml);
+        t
+    }
+
+    /// Replaces the file the way editors do: write a sibling, then rename over it.
+    pub fn write(&self, yaml: &str) {
+        let tmp = self.path.with_extension("yaml.tmp");
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        f.sync_all().unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+/// A topology with one node group; `extra_group` is appended verbatim under `nodes:`.
+pub fn topology_yaml(listen: SocketAddr, admin: SocketAddr, groups: &str) -> String {
+    format!(
+        "balancer:\n  listen: {listen}\n  admin: {admin}\n  algorithm: round_robin\n  \
+         health_check: {{ path: /health, interval_ms: 200, unhealthy_after: 1, healthy_after: 1 }}\n\
+         workload:\n  op2_cpu_ms: 20\n  max_cpu_ms: 1000\nnodes:\n{groups}"
+    )
+}
+
+/// A path relative to the repository root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

@@ -1,0 +1,25 @@
+//! The lab's one source of truth: `topology.yaml`, parsed, validated and watched.
+//!
+//! # Layout
+//! - [`model`]: the types (`Topology`, `BalancerConfig`, `NodeGroup`, ...) and what they derive
+//!   (`replicas`, `backend_targets`).
+//! - [`error`]: `TopologyError` and `Problem`: every problem with its field path, line and column.
+//! - [`spans`]: where each key sits in the source text, so validation errors can point at it.
+//! - [`validate`]: the rules a parsed topology must satisfy beyond its types.
+//! - [`watch`]: `TopologyWatch`, polling the file for edits.
+//!
+//! Parsing is two steps, as in `Topology::from_yaml`: serde builds the types (syntax, unknown
+//! fields, wrong types), then `validate` checks what types cannot say (workers 0, port clashes).
+
+pub mod error;
+pub mod model;
+pub mod spans;
+pub mod validate;
+pub mod watch;
+
+pub use error::{Problem, TopologyError};
+pub use model::{
+    Algorithm, BackendTarget, BalancerConfig, DiscoveryMode, HealthCheckConfig, NodeGroup, Replica,
+    Topology, Workload,
+};
+pub use watch::TopologyWatch;

@@ -1,0 +1,144 @@
+//! Where each key of a YAML document sits, by field path (`nodes[0].workers` → line 14,
+//! column 5). serde keeps no positions once it has built the types, so validation asks this
+//! index, built from yaml-rust2's marked events over the same text.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// Field path → (line, column), both 1-based.
+#[derive(Debug, Default)]
+pub struct Spans {
+    at: HashMap<String, (usize, usize)>,
+}
+
+impl Spans {
+    /// Indexes `src`. A document yaml-rust2 cannot parse yields an empty index (serde reports
+    /// the syntax error itself).
+    pub fn index(src: &str) -> Spans {
+        let mut builder = Builder::default();
+        let mut parser = Parser::new_from_str(src);
+        if parser.load(&mut builder, false).is_err() {
+            return Spans::default();
+        }
+        Spans { at: builder.at }
+    }
+
+    /// Position of `path`, or of its nearest indexed ancestor (a missing field points at its
+    /// parent mapping).
+    pub fn find(&self, path: &str) -> Option<(usize, usize)> {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.at.get(p) {
+                return Some(*pos);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+/// One open container while walking the event stream.
+#[derive(Debug)]
+enum Frame {
+    /// A mapping: `key` is the key whose value comes next (None: expecting a key).
+    Map { path: String, key: Option<String> },
+    /// A sequence and the index its next item gets.
+    Seq { path: String, next: usize },
+}
+
+#[derive(Debug, Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    at: HashMap<String, (usize, usize)>,
+}
+
+impl Builder {
+    /// The path of the value about to start, advancing the parent's state; `None` when the
+    /// event is a mapping key (recorded, not a value).
+    fn value_path(&mut self, scalar: Option<&str>, mark: Marker) -> Option<String> {
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                if scalar.is_some() {
+                    self.at.entry(p.clone()).or_insert((mark.line(), mark.col() + 1));
+                }
+                Some(p)
+            }
+            Some(Frame::Map { path, key }) => match key.take() {
+                Some(k) => Some(join(path, &k)),
+                None => {
+                    let k = scalar.unwrap_or_default().to_string();
+                    let pos = (mark.line(), mark.col() + 1);
+                    // A mapping sits where its first key does (a sequence item has no key).
+                    self.at.entry(path.clone()).or_insert(pos);
+                    self.at.insert(join(path, &k), pos);
+                    *key = Some(k);
+                    None
+                }
+            },
+        }
+    }
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(value, ..) => {
+                self.value_path(Some(&value), mark);
+            }
+            Event::Alias(_) => {
+                self.value_path(None, mark);
+            }
+            Event::MappingStart(..) => {
+                if let Some(path) = self.value_path(None, mark) {
+                    self.stack.push(Frame::Map { path, key: None });
+                } else {
+                    // A mapping used as a key: not part of any topology; keep the stack balanced.
+                    self.stack.push(Frame::Map { path: String::from("?"), key: None });
+                }
+            }
+            Event::SequenceStart(..) => {
+                let path = self.value_path(None, mark).unwrap_or_else(|| "?".into());
+                self.stack.push(Frame::Seq { path, next: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nested_keys_and_sequence_items() {
+        let src = "a:\n  b: 1\nlist:\n  - name: x\n    n: 2\n  - name: y\n    n: 3\n";
+        let s = Spans::index(src);
+        assert_eq!(s.find("a"), Some((1, 1)));
+        assert_eq!(s.find("a.b"), Some((2, 3)));
+        assert_eq!(s.find("list[1].n"), Some((7, 5)));
+        // A missing key points at its nearest ancestor.
+        assert_eq!(s.find("list[1].missing"), Some((6, 5)));
+    }
+
+    #[test]
+    fn flow_mappings_are_indexed() {
+        let s = Spans::index("hc: { path: /h, interval_ms: 5 }\n");
+        assert_eq!(s.find("hc.interval_ms"), Some((1, 17)));
+    }
+}
