@@ -20,6 +20,8 @@ pub enum Command {
     Up(UpArgs),
     /// Validate a topology file; print every problem with its line and column.
     Check(CheckArgs),
+    /// Render compose.yaml from the topology (Docker Compose and Swarm).
+    Compose(ComposeArgs),
     /// Run one node: a primary process and its workers sharing one listening port.
     Node(scalelab_node::NodeArgs),
     /// Run the pingora load balancer in front of the topology's nodes.
@@ -45,4 +47,15 @@ pub struct CheckArgs {
     /// The topology file to validate.
     #[arg(default_value = "topology.yaml")]
     pub file: PathBuf,
+}
+
+/// Flags of `scalelab compose`.
+#[derive(Debug, clap::Args)]
+pub struct ComposeArgs {
+    /// The topology to render; compose.yaml is written next to it.
+    #[arg(long, short, default_value = "topology.yaml")]
+    pub topology: PathBuf,
+    /// Do not write: exit non-zero when compose.yaml is out of date.
+    #[arg(long)]
+    pub check: bool,
 }

@@ -7,7 +7,10 @@
 //! - `loadgen/`: the HTTP load generator behind `scalelab load`.
 //! - this crate: the `scalelab` CLI; [`up`] supervises a whole lab on one machine.
 
+pub mod check;
 pub mod cli;
+pub mod compose;
+pub mod up;
 
 use std::process::ExitCode;
 
@@ -15,12 +18,23 @@ use cli::{Cli, Command};
 
 /// Runs one CLI command to completion.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_logging();
     match cli.command {
-        Command::Up(_args) => todo!("up"),
-        Command::Check(_args) => todo!("check"),
+        Command::Up(args) => up::run(args),
+        Command::Check(args) => Ok(check::run(args)),
+        Command::Compose(args) => compose::run(&args.topology, args.check)
+            .map(|fresh| if fresh { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
         Command::Node(args) => scalelab_node::run(args).map(|()| ExitCode::SUCCESS),
         Command::Worker => scalelab_node::run_worker().map(|()| ExitCode::SUCCESS),
         Command::Balancer(args) => scalelab_balancer::run(args).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => scalelab_loadgen::run(args),
     }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays for reports
+/// (`scalelab load --json`) and tables.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

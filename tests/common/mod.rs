@@ -51,6 +51,8 @@ pub fn free_port_run(n: u16) -> u16 {
 pub struct Proc {
     pub child: Child,
     pub name: String,
+    /// stdout collected so far, when started with `spawn_capturing`.
+    output: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
 impl Proc {
@@ -63,7 +65,49 @@ impl Proc {
             .process_group(0)
             .spawn()
             .expect("start scalelab");
-        Proc { child, name: args.first().copied().unwrap_or("").to_string() }
+        Proc { child, name: args.first().copied().unwrap_or("").to_string(), output: None }
+    }
+
+    /// Like `spawn`, but stdout and stderr are collected (and echoed) for `output()`.
+    pub fn spawn_capturing(args: &[&str]) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start scalelab");
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let readers: Vec<Box<dyn std::io::Read + Send>> =
+            vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+        for r in readers {
+            let buf = buf.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                    eprintln!("  | {line}");
+                    let mut b = buf.lock().unwrap();
+                    b.push_str(&line);
+                    b.push('\n');
+                }
+            });
+        }
+        Proc { child, name: args.first().copied().unwrap_or("").to_string(), output: Some(buf) }
+    }
+
+    /// Everything the process printed so far (`spawn_capturing` only).
+    pub fn output(&self) -> String {
+        self.output.as_ref().expect("spawned with spawn_capturing").lock().unwrap().clone()
+    }
+
+    /// Waits until the output contains `needle`, or panics after `deadline`.
+    pub fn wait_output(&self, needle: &str, deadline: Duration) -> String {
+        wait_for(&format!("{:?} in the output", needle), deadline, || {
+            let out = self.output();
+            out.contains(needle).then_some(out)
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -210,4 +254,45 @@ pub fn topology_yaml(listen: SocketAddr, admin: SocketAddr, groups: &str) -> Str
 /// A path relative to the repository root.
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Runs `scalelab ARGS...` to completion (bounded by `deadline`) and returns (exit code,
+/// stdout, stderr).
+pub fn run_scalelab(args: &[&str], deadline: Duration) -> (i32, String, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start scalelab");
+    let end = Instant::now() + deadline;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            panic!("scalelab {args:?} still running after {deadline:?}");
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `scalelab load ARGS... --json` and parses its report.
+pub fn load_json(args: &[&str], deadline: Duration) -> serde_json::Value {
+    let mut full = vec!["load", "--json", "--no-progress"];
+    full.extend_from_slice(args);
+    let (code, stdout, stderr) = run_scalelab(&full, deadline);
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("load report is not JSON ({e}); exit {code}\nstdout: {stdout}\nstderr: {stderr}"))
+}
+
+/// True while a process with this pid exists.
+pub fn alive(pid: i32) -> bool {
+    unsafe { libc::kill(pid, 0) == 0 }
 }

@@ -1,0 +1,52 @@
+//! What `scalelab up` prints: the nodes it runs (name, address, workers, CPU cap, pid), the
+//! URLs to use, and whether CPU caps are enforced.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use scalelab_topology::{Replica, Topology};
+
+use super::cgroup::Version;
+
+/// A snapshot of the running lab.
+pub struct View<'a> {
+    pub file: &'a Path,
+    pub topology: &'a Topology,
+    pub nodes: Vec<(&'a Replica, Option<u32>)>,
+    pub balancer_pid: Option<u32>,
+    /// The cgroup version enforcing caps, or why none is.
+    pub caps: Result<Version, &'a str>,
+}
+
+/// `1.0`, or `-` when uncapped.
+pub fn cpus(c: Option<f64>) -> String {
+    c.map_or_else(|| "-".to_string(), |c| format!("{c}"))
+}
+
+fn pid(p: Option<u32>) -> String {
+    p.map_or_else(|| "(restarting)".to_string(), |p| p.to_string())
+}
+
+/// The table and URLs.
+pub fn render(v: &View) -> String {
+    let b = &v.topology.balancer;
+    let mut out = String::new();
+    let workers: usize = v.nodes.iter().map(|(r, _)| r.workers).sum();
+    let _ = writeln!(out, "scalelab lab from {}: {} node(s), {workers} worker(s)", v.file.display(), v.nodes.len());
+    let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", "NODE", "ADDRESS", "WORKERS", "CPUS", "PID");
+    for (r, p) in &v.nodes {
+        let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", r.name, r.listen, r.workers, cpus(r.cpus), pid(*p));
+    }
+    let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", "balancer", b.listen, "", "", pid(v.balancer_pid));
+    let _ = writeln!(out, "traffic:  http://{}/op1  http://{}/op2", b.listen, b.listen);
+    let _ = writeln!(out, "admin:    http://{}/metrics  http://{}/state", b.admin, b.admin);
+    match v.caps {
+        Ok(Version::V1) => out.push_str("CPU caps: enforced with cgroup v1 (cpu.cfs_quota_us)\n"),
+        Ok(Version::V2) => out.push_str("CPU caps: enforced with cgroup v2 (cpu.max)\n"),
+        Err(why) => {
+            let _ = writeln!(out, "CPU caps: NOT enforced, nodes run uncapped ({why})");
+        }
+    }
+    let _ = write!(out, "Edit {} to change the lab live; Ctrl-C stops everything.", v.file.display());
+    out
+}

@@ -1,0 +1,163 @@
+//! `scalelab up`: the whole lab as local processes. Round robin reaches every node and worker,
+//! live edits of workers and nodes take effect, a bad edit keeps the running lab, CPU caps
+//! show in op2 throughput, and stopping leaves no process behind.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+/// Ports for one lab: balancer, admin, and a run of node ports.
+struct Ports {
+    listen: SocketAddr,
+    admin: SocketAddr,
+    node_base: u16,
+}
+
+fn ports(nodes: u16) -> Ports {
+    let p = free_ports(2);
+    Ports {
+        listen: format!("127.0.0.1:{}", p[0]).parse().unwrap(),
+        admin: format!("127.0.0.1:{}", p[1]).parse().unwrap(),
+        node_base: free_port_run(nodes),
+    }
+}
+
+fn group(name: &str, replicas: usize, workers: usize, cpus: Option<f64>, port: u16) -> String {
+    let cpus = cpus.map_or(String::new(), |c| format!("    cpus: {c}\n"));
+    format!("  - name: {name}\n    replicas: {replicas}\n    workers: {workers}\n{cpus}    port: {port}\n")
+}
+
+fn start_lab(t: &TopologyFile, p: &Ports) -> Proc {
+    let up = Proc::spawn_capturing(&["up", "--topology", t.path_str()]);
+    up.wait_output("Ctrl-C stops everything", Duration::from_secs(30));
+    wait_http(p.listen, "/op1", Duration::from_secs(10));
+    up
+}
+
+/// Keys of a JSON object.
+fn keys(v: &serde_json::Value) -> BTreeSet<String> {
+    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+#[test]
+fn round_robin_reaches_every_node_and_worker_then_stops_clean() {
+    let p = ports(2);
+    let t = TopologyFile::new(&topology_yaml(p.listen, p.admin, &group("node", 2, 2, None, p.node_base)));
+    let mut up = start_lab(&t, &p);
+
+    // Sequential requests: round robin alternates nodes exactly.
+    let seq: Vec<String> = (0..10)
+        .map(|_| get(p.listen, "/op1").unwrap().header("x-node").unwrap().to_string())
+        .collect();
+    let alternating = seq.windows(2).all(|w| w[0] != w[1]);
+    assert!(alternating, "round robin should alternate nodes: {seq:?}");
+
+    // Concurrent op2 load: every worker of every node serves.
+    let report = load_json(
+        &["--url", &url(p.listen), "--path", "/op2?cpu_ms=5", "--connections", "8", "--duration", "3s"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(keys(&report["by_node"]), BTreeSet::from(["node-1".into(), "node-2".into()]), "{report:#}");
+    let workers = keys(&report["by_worker"]);
+    let expected: BTreeSet<String> = ["node-1/1", "node-1/2", "node-2/1", "node-2/2"].map(String::from).into();
+    assert_eq!(workers, expected, "{report:#}");
+
+    // Collect every pid the lab runs, stop it, and check none is left.
+    let mut pids: BTreeSet<i32> = BTreeSet::new();
+    for _ in 0..40 {
+        let r = get(p.listen, "/op1").unwrap();
+        pids.insert(r.header("x-pid").unwrap().parse().unwrap());
+    }
+    let status = up.terminate(Duration::from_secs(20)).expect("up exits within 20 s of SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(up.output().contains("scalelab up: stopped"));
+    let left: Vec<i32> = pids.into_iter().filter(|&pid| alive(pid)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(get(p.listen, "/op1").is_err(), "the balancer should be gone");
+}
+
+#[test]
+fn live_edits_change_workers_then_nodes_and_bad_edits_are_kept_out() {
+    let p = ports(3);
+    let yaml = |replicas, workers| topology_yaml(p.listen, p.admin, &group("node", replicas, workers, None, p.node_base));
+    let t = TopologyFile::new(&yaml(1, 1));
+    let up = start_lab(&t, &p);
+    let served = |path: &str| {
+        let r = load_json(
+            &["--url", &url(p.listen), "--path", path, "--connections", "6", "--duration", "2s"],
+            Duration::from_secs(30),
+        );
+        assert_eq!(r["errors"], 0, "{r:#}");
+        keys(&r["by_worker"])
+    };
+    assert_eq!(served("/op2?cpu_ms=5"), BTreeSet::from(["node-1/1".to_string()]));
+
+    // Vertical: 1 -> 3 workers, no restart.
+    t.write(&yaml(1, 3));
+    up.wait_output("node-1: workers 1 -> 3", Duration::from_secs(10));
+    wait_for("three workers serving", Duration::from_secs(15), || {
+        (served("/op2?cpu_ms=5").len() == 3).then_some(())
+    });
+
+    // Horizontal: 1 -> 3 nodes.
+    t.write(&yaml(3, 3));
+    wait_for("three nodes serving", Duration::from_secs(20), || {
+        let nodes: BTreeSet<String> = served("/op2?cpu_ms=5").iter().map(|w| w.split('/').next().unwrap().to_string()).collect();
+        (nodes.len() == 3).then_some(())
+    });
+
+    // A broken edit is reported with its field and the lab keeps running as it was.
+    t.write(&yaml(3, 0));
+    up.wait_output("nodes[0].workers: expected 1 to 64 workers, found 0", Duration::from_secs(10));
+    up.wait_output("keeping the running topology", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(served("/op2?cpu_ms=5").len(), 9, "all 9 workers still serve");
+
+    // Scale back down: removed nodes stop, the rest keep serving without errors.
+    t.write(&yaml(1, 3));
+    up.wait_output("node node-3 stopped", Duration::from_secs(20));
+    let nodes: BTreeSet<String> = served("/op1").iter().map(|w| w.split('/').next().unwrap().to_string()).collect();
+    assert_eq!(nodes, BTreeSet::from(["node-1".to_string()]));
+}
+
+/// op2 req/s of a lab, measured through its balancer.
+fn op2_rps(groups: &str, nodes: u16) -> (f64, String) {
+    let p = ports(nodes);
+    let groups = groups.replace("PORT", &p.node_base.to_string());
+    let t = TopologyFile::new(&topology_yaml(p.listen, p.admin, &groups));
+    let up = start_lab(&t, &p);
+    let caps = up.output();
+    // Warm up, then measure.
+    load_json(&["--url", &url(p.listen), "--path", "/op2", "--connections", "8", "--duration", "1s"], Duration::from_secs(30));
+    let r = load_json(&["--url", &url(p.listen), "--path", "/op2", "--connections", "8", "--duration", "4s"], Duration::from_secs(30));
+    assert_eq!(r["errors"], 0, "{r:#}");
+    (r["rps"].as_f64().unwrap(), caps)
+}
+
+#[test]
+fn cpu_caps_make_two_small_nodes_beat_one_big_one() {
+    // Same cap per node (0.5 core): one node with 4 workers is held to 0.5 core, two nodes with
+    // one worker each get 0.5 core apiece. Expected op2 ratio: 2.0.
+    let (big, output) = op2_rps(&group("big", 1, 4, Some(0.5), 0).replace("port: 0", "port: PORT"), 1);
+    if output.contains("CPU caps: NOT enforced") {
+        let why = output.lines().find(|l| l.contains("NOT enforced")).unwrap_or_default();
+        eprintln!("SKIPPED: CPU caps cannot be enforced on this machine: {why}");
+        return;
+    }
+    assert!(output.contains("CPU caps: enforced"), "{output}");
+    let (small, _) = op2_rps(&group("small", 2, 1, Some(0.5), 0).replace("port: 0", "port: PORT"), 2);
+    let ratio = small / big;
+    eprintln!("op2 req/s: 1 node x 4 workers = {big:.1}, 2 nodes x 1 worker = {small:.1}, ratio {ratio:.2}");
+    // Theory: 0.5 core / 20 ms = 25 req/s vs 2 x 25 = 50 req/s.
+    assert!((15.0..=32.0).contains(&big), "capped single node should give ~25 req/s, got {big:.1}");
+    assert!((1.5..=2.6).contains(&ratio), "expected ~2x, got {ratio:.2}");
+}
