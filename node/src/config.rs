@@ -1,0 +1,130 @@
+//! What a worker is told by its primary, and the environment variables that carry it across
+//! the re-exec (the analogue of Node's `NODE_UNIQUE_ID`).
+
+use std::time::Duration;
+
+/// Exit code of a worker that could not boot (bad environment, no inherited socket, no event
+/// loop). The primary does not respawn it: it would fail the same way, in a storm.
+pub const EXIT_BOOT_FAILED: i32 = 3;
+
+const ENV_WORKER_ID: &str = "SCALELAB_WORKER_ID";
+const ENV_NODE: &str = "SCALELAB_NODE";
+const ENV_OP2_CPU_MS: &str = "SCALELAB_OP2_CPU_MS";
+const ENV_MAX_CPU_MS: &str = "SCALELAB_MAX_CPU_MS";
+const ENV_GRACE_MS: &str = "SCALELAB_GRACE_MS";
+const ENV_LIFELINE_FD: &str = "SCALELAB_LIFELINE_FD";
+
+/// Every setting a worker runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Slot number, 1..=W; a respawned worker keeps the id of the one it replaces.
+    pub id: usize,
+    /// Replica name (`x-node`).
+    pub node: String,
+    /// CPU milliseconds of a plain `/op2`.
+    pub op2_cpu_ms: u64,
+    /// Cap on `?cpu_ms=`.
+    pub max_cpu_ms: u64,
+    /// How long the worker drains in-flight requests once told to stop.
+    pub grace: Duration,
+    /// Read end of the lifeline pipe; EOF means the primary is gone.
+    pub lifeline_fd: i32,
+}
+
+/// A missing or unparsable worker variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set (a worker is started by `scalelab node`, not by hand)")]
+    Missing(&'static str),
+    #[error("{name}={value:?} is not a valid {what}")]
+    Invalid { name: &'static str, value: String, what: &'static str },
+}
+
+impl WorkerConfig {
+    /// The variables to set on a worker's command.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (ENV_WORKER_ID, self.id.to_string()),
+            (ENV_NODE, self.node.clone()),
+            (ENV_OP2_CPU_MS, self.op2_cpu_ms.to_string()),
+            (ENV_MAX_CPU_MS, self.max_cpu_ms.to_string()),
+            (ENV_GRACE_MS, self.grace.as_millis().to_string()),
+            (ENV_LIFELINE_FD, self.lifeline_fd.to_string()),
+        ]
+    }
+
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<WorkerConfig, ConfigError> {
+        WorkerConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<WorkerConfig, ConfigError> {
+        let text = |name: &'static str| lookup(name).ok_or(ConfigError::Missing(name));
+        let number = |name: &'static str, what: &'static str| -> Result<u64, ConfigError> {
+            let value = text(name)?;
+            value.parse().map_err(|_| ConfigError::Invalid { name, value, what })
+        };
+        let id = number(ENV_WORKER_ID, "worker id (1 or more)")?;
+        if id == 0 {
+            return Err(ConfigError::Invalid { name: ENV_WORKER_ID, value: "0".into(), what: "worker id (1 or more)" });
+        }
+        let lifeline_fd = number(ENV_LIFELINE_FD, "file descriptor")?;
+        Ok(WorkerConfig {
+            id: id as usize,
+            node: text(ENV_NODE)?,
+            op2_cpu_ms: number(ENV_OP2_CPU_MS, "number of milliseconds")?,
+            max_cpu_ms: number(ENV_MAX_CPU_MS, "number of milliseconds")?,
+            grace: Duration::from_millis(number(ENV_GRACE_MS, "number of milliseconds")?),
+            lifeline_fd: i32::try_from(lifeline_fd).map_err(|_| ConfigError::Invalid {
+                name: ENV_LIFELINE_FD,
+                value: lifeline_fd.to_string(),
+                what: "file descriptor",
+            })?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn sample() -> WorkerConfig {
+        WorkerConfig {
+            id: 2,
+            node: "node-1".into(),
+            op2_cpu_ms: 20,
+            max_cpu_ms: 1000,
+            grace: Duration::from_millis(5000),
+            lifeline_fd: 4,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_environment() {
+        let env: HashMap<_, _> = sample().to_env().into_iter().collect();
+        let back = WorkerConfig::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn names_the_bad_variable() {
+        let mut env: HashMap<_, _> = sample().to_env().into_iter().collect();
+        env.insert(ENV_OP2_CPU_MS, "fast".into());
+        let err = WorkerConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("SCALELAB_OP2_CPU_MS=\"fast\""), "{err}");
+        env.remove(ENV_NODE);
+        env.insert(ENV_OP2_CPU_MS, "20".into());
+        let err = WorkerConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("SCALELAB_NODE is not set"), "{err}");
+    }
+
+    #[test]
+    fn worker_ids_start_at_one() {
+        let mut env: HashMap<_, _> = sample().to_env().into_iter().collect();
+        env.insert(ENV_WORKER_ID, "0".into());
+        assert!(WorkerConfig::from_lookup(|k| env.get(k).cloned()).is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! The node's one listening socket: bound by the primary, inherited by every worker as fd 3
+//! (the systemd `LISTEN_FDS` convention), accepted on by all of them (Node's `SCHED_NONE`).
+//!
+//! The primary never accepts; it only keeps the socket open, so connections queue in the
+//! kernel backlog while a worker restarts and none is refused.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{OwnedFd, RawFd};
+use std::process::Command;
+
+use anyhow::Context;
+use command_fds::FdMapping;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Where a worker finds the listening socket (the first `LISTEN_FDS` descriptor).
+pub const LISTEN_FD: RawFd = 3;
+
+/// Pending connections the kernel queues for the workers; covers a burst while every worker
+/// is busy burning `/op2` CPU.
+const BACKLOG: i32 = 1024;
+
+/// Binds and listens on `addr` (close-on-exec; workers get an explicit copy).
+pub fn bind(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted node must be able to bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
+}
+
+/// The address `socket` is bound to (resolves port 0).
+pub fn local_addr(socket: &Socket) -> io::Result<SocketAddr> {
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+}
+
+/// A mapping that places a duplicate of `socket` at [`LISTEN_FD`] in a child, and the
+/// environment that tells the child it is there.
+pub fn pass_to_child(socket: &Socket, cmd: &mut Command) -> io::Result<FdMapping> {
+    cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID").env_remove("LISTEN_FDS_FIRST_FD");
+    let parent_fd: OwnedFd = socket.try_clone()?.into();
+    Ok(FdMapping { parent_fd, child_fd: LISTEN_FD })
+}
+
+/// Takes the inherited socket in a worker and registers it with the current tokio runtime.
+pub fn take_inherited() -> anyhow::Result<tokio::net::TcpListener> {
+    let std_listener = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("fd 3 is not a TCP listening socket")?
+        .context("no inherited listening socket (LISTEN_FDS is not set)")?;
+    // O_NONBLOCK is shared by every process holding the socket; all of them want it.
+    std_listener.set_nonblocking(true).context("making the inherited socket non-blocking")?;
+    tokio::net::TcpListener::from_std(std_listener).context("registering the inherited socket")
+}
