@@ -42,7 +42,9 @@ pub use config::EXIT_BOOT_FAILED;
 /// Flags of `scalelab node`: one replica, i.e. a primary and its workers on one port.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
-    /// Replica name, sent in every response's `x-node` header (e.g. node-1).
+    /// Replica name, sent in every response's `x-node` header (e.g. node-1). `{hostname}` is
+    /// replaced by the machine's host name: containers of one service share a command line,
+    /// and this tells their replicas apart (`node@{hostname}`).
     #[arg(long, default_value = "node-1")]
     pub name: String,
 
@@ -108,7 +110,11 @@ fn default_group(name: &str) -> &str {
 
 /// Runs a node's primary until SIGTERM or SIGINT: binds the port, starts and supervises the
 /// workers, then stops them gracefully and returns.
-pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
+    if args.name.contains("{hostname}") {
+        let host = nix::unistd::gethostname().context("--name uses {hostname}: cannot read the host name")?;
+        args.name = args.name.replace("{hostname}", &host.to_string_lossy());
+    }
     if args.op2_cpu_ms > args.max_cpu_ms {
         anyhow::bail!(
             "--op2-cpu-ms {} exceeds --max-cpu-ms {}; raise --max-cpu-ms or lower --op2-cpu-ms",

@@ -10,7 +10,8 @@ pub struct Plan {
     pub start: Vec<Replica>,
     /// Replicas gone from the topology.
     pub stop: Vec<Replica>,
-    /// Replicas whose address or workload changed: stop, then start again.
+    /// Replicas whose address changed: stop, then start again. (A workload edit needs no
+    /// restart here: node primaries watch the file and roll their workers themselves.)
     pub restart: Vec<Replica>,
     /// Replicas whose CPU cap changed: new quota in place.
     pub recap: Vec<Replica>,
@@ -33,12 +34,11 @@ impl Plan {
 pub fn plan(old: &Topology, new: &Topology) -> Plan {
     let before = old.replicas();
     let after = new.replicas();
-    let workload_changed = old.workload != new.workload;
     let mut p = Plan { restart_balancer: old.balancer != new.balancer, ..Plan::default() };
     for r in &after {
         match before.iter().find(|o| o.name == r.name) {
             None => p.start.push(r.clone()),
-            Some(o) if o.listen != r.listen || workload_changed => p.restart.push(r.clone()),
+            Some(o) if o.listen != r.listen => p.restart.push(r.clone()),
             Some(o) => {
                 if o.cpus != r.cpus {
                     p.recap.push(r.clone());
