@@ -5,7 +5,7 @@
 //! | `GET /op1`   | answers at once: `{node, worker, pid}`                          |
 //! | `GET /op2`   | burns `op2_cpu_ms` of thread CPU (`?cpu_ms=N` overrides, capped) |
 //! | `GET /health`| `{"status":"ok"}`                                               |
-//! | `GET /info`  | node, worker, pid, uptime, requests served by this worker       |
+//! | `GET /info`  | node, worker, pid, uptime, requests served, X-Forwarded-For seen |
 //!
 //! Handlers run on the worker's only thread, so `/op2` blocks the whole worker while it burns:
 //! that is the Node.js event-loop lesson the lab is about.
@@ -103,6 +103,8 @@ impl App {
                         "requests": served,
                         "op2_cpu_ms": self.op2_cpu_ms,
                         "max_cpu_ms": self.max_cpu_ms,
+                        // What a proxy in front said about the client (the balancer appends it).
+                        "forwarded_for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
                     }),
                 ),
             }

@@ -36,12 +36,8 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     /// The file could not be read.
-    #[error("cannot read topology {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read topology {}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     /// The document was read but is not a valid topology; every problem found is listed.
     #[error("{}", render_invalid(file.as_ref(), problems))]
     Invalid { file: Option<PathBuf>, problems: Vec<Problem> },

@@ -182,7 +182,7 @@ impl Topology {
     /// Reads, parses and validates a topology file.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
         let src = std::fs::read_to_string(path)
-            .map_err(|source| TopologyError::Io { path: path.to_path_buf(), source })?;
+            .map_err(|error| TopologyError::Io { path: path.to_path_buf(), error })?;
         Topology::from_yaml(&src).map_err(|e| e.in_file(path.to_path_buf()))
     }
 

@@ -38,7 +38,7 @@ impl TopologyWatch {
                     return None;
                 }
                 self.last = Some(marker);
-                return Some(Err(TopologyError::Io { path: self.path.clone(), source }));
+                return Some(Err(TopologyError::Io { path: self.path.clone(), error: source }));
             }
         };
         if self.last.as_deref() == Some(content.as_str()) {

@@ -1,0 +1,316 @@
+//! The request path: `Balancer`, the pingora `ProxyHttp` implementation. It picks a healthy
+//! backend with the load balancer's selector, fails over to another one when a connection
+//! cannot be made (or breaks before any response), adds `X-Forwarded-For` upstream and
+//! `x-upstream` downstream, and records metrics once per request.
+//!
+//! This runs for every request, so it stays lean: no logging above debug, no formatting
+//! except the `X-Forwarded-For` value, one roster lookup per attempt.
+
+use std::net::IpAddr;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_load_balancing::selection::{BackendIter, BackendSelection};
+use pingora_load_balancing::{Backend, LoadBalancer};
+use pingora_proxy::{ProxyHttp, ProxyWarnLogContext, Session};
+
+use crate::metrics::Metrics;
+use crate::state::{BackendEntry, Roster};
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Bound on the selector's walk over candidates (pingora's own examples use 256).
+const MAX_SELECT_STEPS: usize = 256;
+
+/// How long an idle upstream connection stays pooled. Shorter than common server keepalive
+/// timeouts (5 s), so a pooled connection is rarely one the node has already closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The proxy logic, generic over the selection algorithm (`RoundRobin` or `Random`).
+pub struct Balancer<S: BackendSelection> {
+    lb: Arc<LoadBalancer<S>>,
+    roster: Arc<Roster>,
+    metrics: Arc<Metrics>,
+    /// Connect timeout per attempt; a dead host that drops SYNs costs at most this.
+    connect_timeout: Duration,
+}
+
+impl<S: BackendSelection> Balancer<S> {
+    /// Proxy logic over `lb`, reading names from `roster` and recording into `metrics`.
+    pub fn new(
+        lb: Arc<LoadBalancer<S>>,
+        roster: Arc<Roster>,
+        metrics: Arc<Metrics>,
+        connect_timeout: Duration,
+    ) -> Balancer<S> {
+        Balancer {
+            lb,
+            roster,
+            metrics,
+            connect_timeout,
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    /// The backend of the current attempt.
+    backend: Option<Backend>,
+    /// Its roster entry (name, address text, counters).
+    entry: Option<Arc<BackendEntry>>,
+    /// Backends that failed this request; later attempts avoid them. Empty (no allocation)
+    /// unless something failed.
+    failed: Vec<Backend>,
+}
+
+impl RequestCtx {
+    /// Moves the current backend to the failed list so the next attempt picks another one.
+    /// Its entry goes too: if no attempt succeeds, the error response is nobody's.
+    fn exclude_current(&mut self) {
+        if let Some(b) = self.backend.take() {
+            self.failed.push(b);
+        }
+        self.entry = None;
+    }
+}
+
+#[async_trait]
+impl<S> ProxyHttp for Balancer<S>
+where
+    S: BackendSelection + Send + Sync + 'static,
+    S::Iter: BackendIter,
+{
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            backend: None,
+            entry: None,
+            failed: Vec::new(),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let failed = &ctx.failed;
+        let backend = self
+            .lb
+            .select_with(b"", MAX_SELECT_STEPS, |b, healthy| {
+                healthy && !failed.contains(b)
+            })
+            .ok_or_else(|| {
+                if failed.is_empty() {
+                    Error::explain(ErrorType::HTTPStatus(503), "no healthy backend")
+                } else {
+                    Error::explain(ErrorType::HTTPStatus(502), "every healthy backend failed")
+                }
+            })?;
+        let addr: SocketAddr = *backend.addr.as_inet().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "backend is not an IP address")
+        })?;
+        let entry = match self.roster.get(&addr) {
+            Some(e) => e,
+            // Discovery dropped it between selection and now; still serve the request.
+            None => Arc::new(BackendEntry::new(String::new(), addr, &self.metrics)),
+        };
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        ctx.backend = Some(backend);
+        ctx.entry = Some(entry);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(client) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        else {
+            return Ok(());
+        };
+        let earlier = upstream_request
+            .headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let forwarded = forwarded_for(earlier, client);
+        upstream_request.insert_header(X_FORWARDED_FOR, forwarded)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(entry) = &ctx.entry {
+            response.insert_header("x-upstream", entry.addr.as_str())?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(entry) = &ctx.entry {
+            self.metrics
+                .connect_failures
+                .with_label_values(&[entry.addr.as_str()])
+                .inc();
+        }
+        // Nothing reached the backend, so any request may go to the next one.
+        ctx.exclude_current();
+        e.set_retry(true);
+        self.metrics.retries.inc();
+        e
+    }
+
+    /// Like pingora's default (only idempotent, fully buffered requests are retried, and a
+    /// `ReusedOnly` error only on a reused connection), plus: a connection that the backend
+    /// closed or reset before any response reached the client is always retried. On a pooled
+    /// connection that is most likely a stale one, so the same backend stays eligible (a dead
+    /// one then fails to connect and is excluded); on a fresh connection the backend died
+    /// under the request, so the retry goes elsewhere.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if !replayable {
+            e.set_retry(false);
+        } else if backend_went_away(&e) {
+            if !client_reused {
+                ctx.exclude_current();
+            }
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if e.retry() {
+            self.metrics.retries.inc();
+        }
+        e
+    }
+
+    /// A retried attempt is counted (`retries_total`, `connect_failures_total`) instead of
+    /// logged: while a dead node awaits its health verdict, every request would log a warning.
+    /// Health changes and requests that finally fail are still logged.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        let retry = matches!(context, ProxyWarnLogContext::UpstreamRetry);
+        if retry {
+            tracing::debug!("retrying: {error}");
+        }
+        retry
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.metrics
+            .latency
+            .observe(ctx.started.elapsed().as_secs_f64());
+        let code = session.response_written().map(|r| r.status);
+        match (&ctx.entry, code) {
+            (Some(entry), Some(code)) => entry.record(code, &self.metrics),
+            (None, Some(code)) => self
+                .metrics
+                .requests
+                .with_label_values(&["none", code.as_str()])
+                .inc(),
+            // The client went away before any response.
+            (_, None) => {}
+        }
+    }
+}
+
+/// Whether `e` says the upstream connection broke (closed, reset, failed read or write)
+/// rather than timed out or sent something invalid.
+fn backend_went_away(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Upstream
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        )
+}
+
+/// The `X-Forwarded-For` value to send upstream: the entries of earlier proxies (one header
+/// line or several), then the client.
+fn forwarded_for<'a>(earlier: impl Iterator<Item = &'a str>, client: IpAddr) -> String {
+    let client = client.to_string();
+    let mut value = String::new();
+    for entry in earlier.filter(|e| !e.trim().is_empty()) {
+        value.push_str(entry);
+        value.push_str(", ");
+    }
+    if value.is_empty() {
+        return client; // the usual case: one allocation
+    }
+    value.push_str(&client);
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let client: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(forwarded_for(std::iter::empty(), client), "10.0.0.9");
+        assert_eq!(
+            forwarded_for(["203.0.113.7"].into_iter(), client),
+            "203.0.113.7, 10.0.0.9"
+        );
+        assert_eq!(
+            forwarded_for(
+                ["203.0.113.7, 198.51.100.2", "192.0.2.1"].into_iter(),
+                client
+            ),
+            "203.0.113.7, 198.51.100.2, 192.0.2.1, 10.0.0.9"
+        );
+        assert_eq!(forwarded_for([""].into_iter(), client), "10.0.0.9");
+    }
+
+    #[test]
+    fn broken_upstream_connections_count_as_gone() {
+        assert!(backend_went_away(&Error::new_up(
+            ErrorType::ConnectionClosed
+        )));
+        assert!(backend_went_away(&Error::new_up(ErrorType::ReadError)));
+        assert!(!backend_went_away(&Error::new_up(ErrorType::ReadTimedout)));
+        assert!(!backend_went_away(&Error::new_down(
+            ErrorType::ConnectionClosed
+        )));
+    }
+}

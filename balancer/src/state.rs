@@ -1,0 +1,144 @@
+//! The roster: what the balancer knows about each backend beyond its address (its topology
+//! name, its address as text, its request count and its metric handles). Discovery writes it;
+//! the proxy reads it once per request; the admin app reads it for `/state`.
+//!
+//! pingora's `Backend::ext` could carry this too, but `select()` clones the `Backend` on
+//! every request and cloning `Extensions` allocates, so the roster is a separate map.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::IntCounter;
+
+use crate::metrics::Metrics;
+
+/// One discovered backend.
+#[derive(Debug)]
+pub struct BackendEntry {
+    /// The topology name: the replica (`node-1`) locally, the group (`node`) with DNS.
+    pub name: String,
+    /// `ip:port`, formatted once: the `x-upstream` header value and the metric label.
+    pub addr: String,
+    /// Responses relayed from this backend since it joined.
+    requests: AtomicU64,
+    /// The `requests_total{code="200"}` series, resolved once because nearly every response
+    /// is a 200 and a label lookup per request is avoidable work on the hot path.
+    ok: IntCounter,
+}
+
+impl BackendEntry {
+    /// A new entry with zero requests.
+    pub fn new(name: String, addr: SocketAddr, metrics: &Metrics) -> BackendEntry {
+        let addr = addr.to_string();
+        let ok = metrics.requests.with_label_values(&[addr.as_str(), "200"]);
+        BackendEntry {
+            name,
+            addr,
+            requests: AtomicU64::new(0),
+            ok,
+        }
+    }
+
+    /// Counts one relayed response with HTTP status `code`.
+    pub fn record(&self, code: http::StatusCode, metrics: &Metrics) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if code == http::StatusCode::OK {
+            self.ok.inc();
+        } else {
+            metrics
+                .requests
+                .with_label_values(&[self.addr.as_str(), code.as_str()])
+                .inc();
+        }
+    }
+
+    /// Responses relayed from this backend since it joined.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Every backend the last discovery pass found, by address.
+#[derive(Debug, Default)]
+pub struct Roster {
+    entries: ArcSwap<HashMap<SocketAddr, Arc<BackendEntry>>>,
+}
+
+impl Roster {
+    /// The entry for `addr`, if discovery found it.
+    pub fn get(&self, addr: &SocketAddr) -> Option<Arc<BackendEntry>> {
+        self.entries.load().get(addr).cloned()
+    }
+
+    /// Replaces the roster with `found` (address and name, first name wins for an address).
+    /// Entries whose address and name did not change are kept, so their counts survive.
+    pub fn replace(&self, found: &[(SocketAddr, String)], metrics: &Metrics) {
+        let old = self.entries.load();
+        let mut next = HashMap::with_capacity(found.len());
+        for (addr, name) in found {
+            if next.contains_key(addr) {
+                continue;
+            }
+            let entry = match old.get(addr) {
+                Some(e) if e.name == *name => Arc::clone(e),
+                _ => Arc::new(BackendEntry::new(name.clone(), *addr, metrics)),
+            };
+            next.insert(*addr, entry);
+        }
+        let unchanged = next.len() == old.len()
+            && next
+                .iter()
+                .all(|(a, e)| old.get(a).is_some_and(|o| Arc::ptr_eq(o, e)));
+        if !unchanged {
+            self.entries.store(Arc::new(next));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn replace_keeps_counts_of_unchanged_backends() {
+        let metrics = Metrics::new();
+        let roster = Roster::default();
+        roster.replace(
+            &[(addr(8081), "node-1".into()), (addr(8082), "node-2".into())],
+            &metrics,
+        );
+        roster
+            .get(&addr(8081))
+            .unwrap()
+            .record(http::StatusCode::OK, &metrics);
+
+        // node-2 leaves, node-3 joins, node-1 stays:
+        //   before: {8081: node-1 (1 req), 8082: node-2}
+        //   after:  {8081: node-1 (1 req), 8083: node-3}
+        roster.replace(
+            &[(addr(8081), "node-1".into()), (addr(8083), "node-3".into())],
+            &metrics,
+        );
+        assert_eq!(roster.get(&addr(8081)).unwrap().requests(), 1);
+        assert!(roster.get(&addr(8082)).is_none());
+        assert_eq!(roster.get(&addr(8083)).unwrap().name, "node-3");
+    }
+
+    #[test]
+    fn first_name_wins_for_a_shared_address() {
+        let metrics = Metrics::new();
+        let roster = Roster::default();
+        roster.replace(
+            &[(addr(8081), "a".into()), (addr(8081), "b".into())],
+            &metrics,
+        );
+        assert_eq!(roster.get(&addr(8081)).unwrap().name, "a");
+    }
+}
