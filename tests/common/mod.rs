@@ -11,6 +11,26 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+/// Children of a test die with it: if the test process is killed (a timeout), the kernel
+/// sends SIGTERM to what it started, so no lab outlives its test.
+trait DieWithParent {
+    fn die_with_parent(&mut self) -> &mut Self;
+}
+
+impl DieWithParent for Command {
+    fn die_with_parent(&mut self) -> &mut Self {
+        // SAFETY: prctl is async-signal-safe and allocates nothing.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_scalelab")
@@ -63,6 +83,7 @@ impl Proc {
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .process_group(0)
+            .die_with_parent()
             .spawn()
             .expect("start scalelab");
         Proc { child, name: args.first().copied().unwrap_or("").to_string(), output: None }
@@ -77,6 +98,7 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
+            .die_with_parent()
             .spawn()
             .expect("start scalelab");
         let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -265,6 +287,7 @@ pub fn run_scalelab(args: &[&str], deadline: Duration) -> (i32, String, String) 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
+        .die_with_parent()
         .spawn()
         .expect("start scalelab");
     let end = Instant::now() + deadline;

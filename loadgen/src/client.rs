@@ -1,0 +1,277 @@
+//! One load connection: a kept-alive HTTP/1 client connection and the single worker loop that
+//! takes tickets from the schedule, sends them and pushes each outcome into the connection's
+//! own aggregate.
+//!
+//! The loop is the same for both load models; the ticket says whether to wait for an intended
+//! instant first. The hyper connection driver is polled inside the worker's own task (see
+//! [`drive`]) rather than spawned, so a request costs no cross-task or cross-thread wake-ups.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, HOST};
+use http::{response, Request, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::report::{Aggregate, ErrorKind, Sample};
+use crate::schedule::Schedule;
+
+/// Names the node that answered (set by `scalelab node` and passed on by the balancer).
+const X_NODE: HeaderName = HeaderName::from_static("x-node");
+/// Names the worker process inside that node.
+const X_WORKER: HeaderName = HeaderName::from_static("x-worker");
+
+/// After a failed connect, a connection waits this long before the next ticket, so a dead
+/// target costs a bounded number of attempts instead of a busy loop.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Where requests go, prepared once so that building a request only bumps reference counts.
+#[derive(Debug)]
+pub struct Target {
+    /// The resolved server address.
+    pub addr: SocketAddr,
+    /// The `Host` header value (`host:port` from the URL).
+    pub host: HeaderValue,
+    /// The request target of each mix path (origin form, base-URL path prefix included).
+    pub paths: Vec<Uri>,
+}
+
+impl Target {
+    fn request(&self, path: usize) -> Request<Empty<Bytes>> {
+        let mut req = Request::new(Empty::new());
+        *req.uri_mut() = self.paths[path].clone();
+        req.headers_mut().insert(HOST, self.host.clone());
+        req
+    }
+}
+
+/// What every connection of a run shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Where to send.
+    pub target: Target,
+    /// The ticket dispenser.
+    pub schedule: Schedule,
+    /// Per-request limit, from the send to the end of the response body.
+    pub timeout: Duration,
+    /// Finished requests across all connections: read by the progress bar only.
+    pub done: AtomicU64,
+}
+
+/// An open HTTP/1 connection: the request handle and the driver that performs its I/O.
+struct Conn {
+    sender: http1::SendRequest<Empty<Bytes>>,
+    driver: http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>,
+}
+
+/// The worker loop of one connection: runs until the schedule is exhausted, then returns the
+/// connection's totals.
+pub async fn run_connection(shared: Arc<Shared>) -> Aggregate {
+    let mut agg = Aggregate::new(shared.target.paths.len());
+    let mut conn: Option<Conn> = None;
+    let deadline = shared.schedule.deadline();
+    let mut now = Instant::now();
+    // One timer for every request of this connection (see `until`).
+    let mut alarm = pin!(tokio::time::sleep_until((now + shared.timeout).into()));
+    while let Some(ticket) = shared.schedule.next_ticket(now) {
+        if let Some(at) = ticket.intended {
+            idle_until(&mut conn, &shared.target, at).await;
+            now = Instant::now();
+        }
+        let sent = now;
+        let begin = match ticket.intended {
+            Some(at) => {
+                agg.push_lag(sent.saturating_duration_since(at));
+                at
+            }
+            None => sent,
+        };
+        let give_up = sent + shared.timeout;
+        // The end of the run cuts a request short only if it comes before the request's own
+        // timeout; then the request is neither an answer nor an error.
+        let cut_off = deadline.filter(|d| *d < give_up);
+        let stop = cut_off.unwrap_or(give_up);
+        let outcome = until(alarm.as_mut(), stop, attempt(&mut conn, &shared.target, ticket.path)).await;
+        now = Instant::now();
+        match outcome {
+            Some(Ok(parts)) => {
+                let sample = Sample {
+                    status: parts.status.as_u16(),
+                    latency: now.saturating_duration_since(begin),
+                    node: header(&parts, &X_NODE),
+                    worker: header(&parts, &X_WORKER),
+                };
+                agg.push(ticket.path, Ok(sample));
+            }
+            Some(Err(kind)) => {
+                conn = None;
+                agg.push(ticket.path, Err(kind));
+                if kind == ErrorKind::Connect {
+                    let backoff = now + CONNECT_BACKOFF;
+                    tokio::time::sleep_until(deadline.map_or(backoff, |d| d.min(backoff)).into()).await;
+                    now = Instant::now();
+                }
+            }
+            None if cut_off.is_some() => {
+                agg.push_cut_off();
+                break;
+            }
+            None => {
+                conn = None;
+                agg.push(ticket.path, Err(ErrorKind::Timeout));
+            }
+        }
+        shared.done.fetch_add(1, Ordering::Relaxed);
+    }
+    agg
+}
+
+/// Runs `fut` until it finishes (`Some`) or `stop` passes (`None`).
+///
+/// Unlike `tokio::time::timeout_at`, which puts a timer into the wheel and takes it out again
+/// for every request, the connection keeps one `alarm` and re-arms it lazily: it only has to
+/// ring no later than `stop`. It is moved only when it is set later than `stop`, or when it
+/// rings early (set for an earlier request) and `stop` is still ahead; so a busy connection
+/// re-arms about once per timeout period, not once per request.
+async fn until<T>(mut alarm: Pin<&mut tokio::time::Sleep>, stop: Instant, fut: impl Future<Output = T>) -> Option<T> {
+    let stop_tokio = tokio::time::Instant::from(stop);
+    if alarm.deadline() > stop_tokio {
+        alarm.as_mut().reset(stop_tokio);
+    }
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        while alarm.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= stop {
+                return Poll::Ready(None);
+            }
+            alarm.as_mut().reset(stop_tokio);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn header<'a>(parts: &'a response::Parts, name: &HeaderName) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Sends one request on the kept-alive connection (opening one if needed) and reads the whole
+/// response. Leaves `None` in `slot` when the connection can't be used again.
+async fn attempt(slot: &mut Option<Conn>, target: &Target, path: usize) -> Result<response::Parts, ErrorKind> {
+    // A kept-alive connection that the server closed since the last response is replaced
+    // quietly: that is keep-alive housekeeping, not a failed request.
+    if let Some(c) = slot {
+        let (ready, alive) = drive(&mut c.driver, c.sender.ready()).await;
+        if ready.is_err() || !alive {
+            *slot = None;
+        }
+    }
+    let c = match slot {
+        Some(c) => c,
+        None => slot.insert(connect(target).await?),
+    };
+    let sender = &mut c.sender;
+    let exchange = async move {
+        let (parts, mut body) = sender.send_request(target.request(path)).await?.into_parts();
+        // The body must be read to its end before the connection can carry the next request.
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        Ok(parts)
+    };
+    let (result, alive) = drive(&mut c.driver, exchange).await;
+    if !alive {
+        *slot = None;
+    }
+    result
+}
+
+async fn connect(target: &Target) -> Result<Conn, ErrorKind> {
+    let stream = TcpStream::connect(target.addr).await.map_err(|_| ErrorKind::Connect)?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY not set: {e}");
+    }
+    let (sender, driver) = http1::handshake(TokioIo::new(stream)).await.map_err(|_| ErrorKind::Connect)?;
+    Ok(Conn { sender, driver })
+}
+
+/// Open loop: waits for a ticket's intended instant. Meanwhile the idle connection's driver is
+/// polled, so a server closing it is noticed now rather than failing the next request; and a
+/// missing connection is opened now, so connect time is not charged to the request.
+async fn idle_until(slot: &mut Option<Conn>, target: &Target, at: Instant) {
+    let at_tokio = tokio::time::Instant::from(at);
+    if slot.is_none() {
+        if let Ok(Ok(c)) = tokio::time::timeout_at(at_tokio, connect(target)).await {
+            *slot = Some(c);
+        }
+    }
+    if let Some(c) = slot {
+        let (_, alive) = drive(&mut c.driver, async {
+            tokio::time::sleep_until(at_tokio).await;
+            Ok(())
+        })
+        .await;
+        if !alive {
+            *slot = None;
+        }
+    }
+    tokio::time::sleep_until(at_tokio).await;
+}
+
+/// Runs `fut` (which needs the connection's I/O) while polling the connection `driver` in the
+/// same task. Returns `fut`'s result and whether the connection is still usable.
+///
+/// If the driver finishes first (the server closed, or the connection failed), `fut` gets one
+/// more poll to pick up what the driver delivered; if it is still pending it never will finish.
+async fn drive<T>(
+    driver: &mut http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>,
+    fut: impl Future<Output = Result<T, hyper::Error>>,
+) -> (Result<T, ErrorKind>, bool) {
+    let mut fut = pin!(fut);
+    let mut closed: Option<Result<(), hyper::Error>> = None;
+    let result = poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(r.map_err(|e| classify(&e)));
+        }
+        if closed.is_none() {
+            match Pin::new(&mut *driver).poll(cx) {
+                // The driver may just have delivered what `fut` waits for: look once more
+                // instead of paying for a self-wake and a second trip through the scheduler.
+                Poll::Pending => return fut.as_mut().poll(cx).map_err(|e| classify(&e)),
+                Poll::Ready(r) => closed = Some(r),
+            }
+        }
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => r.map_err(|e| classify(&e)),
+            Poll::Pending => Err(match &closed {
+                Some(Err(e)) => classify(e),
+                _ => ErrorKind::Io,
+            }),
+        })
+    })
+    .await;
+    (result, closed.is_none())
+}
+
+/// Sorts a hyper error into the report's error kinds.
+fn classify(e: &hyper::Error) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() || e.is_user() {
+        ErrorKind::Http
+    } else {
+        ErrorKind::Io
+    }
+}

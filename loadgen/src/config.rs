@@ -1,0 +1,253 @@
+//! What a run is asked to do: the validated [`LoadConfig`] (built from the command line or by
+//! hand), the target [`BaseUrl`], and the errors that name the setting at fault.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::mix::Mix;
+
+/// Why a run could not start. Messages name the flag or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `--url` is not a usable `http://host[:port][/prefix]` URL.
+    #[error("--url `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// The URL's host did not resolve.
+    #[error("--url: cannot resolve `{host}`")]
+    Resolve { host: String, source: std::io::Error },
+    /// A path (from `--path` or `--mix`) is not a valid HTTP request target.
+    #[error("path `{0}` is not a valid request target")]
+    BadPath(String),
+    /// A setting is out of range.
+    #[error("{flag}: {reason}")]
+    Invalid { flag: &'static str, reason: String },
+    /// A connection task panicked (a bug; the report would be incomplete).
+    #[error("a load connection failed: {0}")]
+    Worker(String),
+}
+
+/// The target server: parsed from `--url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// The URL as given, for the report.
+    pub url: String,
+    /// The host name or address, without brackets.
+    pub host: String,
+    /// The TCP port (80 when the URL has none).
+    pub port: u16,
+    /// `host:port` as it appears in the URL: the `Host` header.
+    pub authority: String,
+    /// A path prefix put before every request path (`/api` in `http://h/api`); empty for none.
+    pub prefix: String,
+}
+
+impl BaseUrl {
+    /// The request target of `path` (which starts with `/`) under this URL's prefix.
+    pub fn target(&self, path: &str) -> String {
+        format!("{}{}", self.prefix, path)
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl FromStr for BaseUrl {
+    type Err = LoadError;
+
+    fn from_str(url: &str) -> Result<BaseUrl, LoadError> {
+        parse_url(url).map_err(|reason| LoadError::BadUrl { url: url.to_string(), reason })
+    }
+}
+
+/// Parses `--url`; the error is the reason alone (clap already names the flag and value).
+pub fn parse_url(url: &str) -> Result<BaseUrl, String> {
+    let bad = |reason: &str| reason.to_string();
+    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(bad("https is not supported; use http://")),
+        Some(_) => return Err(bad("the scheme must be http://")),
+        None => return Err(bad("expected http://host[:port], e.g. http://127.0.0.1:8080")),
+    }
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("user info is not supported"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("put queries in --path or --mix, not in --url"));
+    }
+    let after_host = authority.as_str().rsplit_once(']').map_or(authority.as_str(), |(_, rest)| rest);
+    if after_host.contains(':') && authority.port_u16().is_none() {
+        return Err(bad("the port must be a number"));
+    }
+    Ok(BaseUrl {
+        url: url.to_string(),
+        host: authority.host().trim_start_matches('[').trim_end_matches(']').to_string(),
+        port: authority.port_u16().unwrap_or(80),
+        authority: authority.as_str().to_string(),
+        prefix: uri.path().trim_end_matches('/').to_string(),
+    })
+}
+
+/// Everything a run needs. Build it from [`crate::LoadArgs`] with
+/// [`LoadConfig::from_args`], or by hand (then call [`LoadConfig::validate`]).
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The server.
+    pub url: BaseUrl,
+    /// The paths and their weights.
+    pub mix: Mix,
+    /// Concurrent kept-alive connections (>= 1).
+    pub connections: u32,
+    /// Stop handing out requests after this long. At least one of `duration` and `requests`
+    /// must be set, so that every run is bounded.
+    pub duration: Option<Duration>,
+    /// Stop after this many requests in total.
+    pub requests: Option<u64>,
+    /// Open loop at this many requests per second; `None` for a closed loop.
+    pub rate: Option<f64>,
+    /// Per-request limit, from the send to the end of the response body.
+    pub timeout: Duration,
+    /// Tokio runtime threads (used by [`crate::run`] and [`crate::run_load_blocking`]).
+    pub threads: usize,
+}
+
+impl LoadConfig {
+    /// A closed-loop run of `requests` requests to `path` on `url` over `connections`.
+    pub fn new(url: &str, path: &str, connections: u32, requests: u64) -> Result<LoadConfig, LoadError> {
+        let cfg = LoadConfig {
+            url: url.parse()?,
+            mix: Mix::single(path).map_err(|e| LoadError::Invalid { flag: "--path", reason: e.to_string() })?,
+            connections,
+            duration: None,
+            requests: Some(requests),
+            rate: None,
+            timeout: Duration::from_secs(10),
+            threads: crate::default_threads(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The run the command line asks for: `--duration` defaults to 10 s unless `--requests`
+    /// is given.
+    pub fn from_args(args: &crate::LoadArgs) -> Result<LoadConfig, LoadError> {
+        let mix = match &args.mix {
+            Some(m) => m.clone(),
+            None => Mix::single(&args.path).map_err(|e| LoadError::Invalid { flag: "--path", reason: e.to_string() })?,
+        };
+        let duration = match (args.duration, args.requests) {
+            (None, None) => Some(crate::DEFAULT_DURATION),
+            (d, _) => d,
+        };
+        let cfg = LoadConfig {
+            url: args.url.clone(),
+            mix,
+            connections: args.connections,
+            duration,
+            requests: args.requests,
+            rate: args.rate,
+            timeout: args.timeout,
+            threads: args.threads,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the ranges that the types do not.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let invalid = |flag, reason: &str| Err(LoadError::Invalid { flag, reason: reason.to_string() });
+        if self.connections == 0 {
+            return invalid("--connections", "must be at least 1");
+        }
+        if self.duration.is_none() && self.requests.is_none() {
+            return invalid("--duration", "a run needs --duration or --requests");
+        }
+        if self.duration == Some(Duration::ZERO) {
+            return invalid("--duration", "must be longer than 0");
+        }
+        if self.requests == Some(0) {
+            return invalid("--requests", "must be at least 1");
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return invalid("--rate", "must be a number of requests per second above 0");
+            }
+        }
+        if self.timeout.is_zero() {
+            return invalid("--timeout", "must be longer than 0");
+        }
+        if self.threads == 0 {
+            return invalid("--threads", "must be at least 1");
+        }
+        for path in self.mix.paths() {
+            let target = self.url.target(path);
+            if target.parse::<http::Uri>().is_err() {
+                return Err(LoadError::BadPath(target));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `--rate`: requests per second, above 0.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a rate in requests per second above 0")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u: BaseUrl = "http://127.0.0.1:8080".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.authority.as_str(), u.prefix.as_str()), ("127.0.0.1", 8080, "127.0.0.1:8080", ""));
+        assert_eq!(u.target("/op1"), "/op1");
+
+        let u: BaseUrl = "http://localhost/api/".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("localhost", 80, "/api"));
+        assert_eq!(u.target("/op1"), "/api/op1");
+
+        let u: BaseUrl = "http://[::1]:9000".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
+
+        for bad in ["127.0.0.1:8080", "https://127.0.0.1", "ftp://x", "http://h/?q=1", "http://", "http://h:x"] {
+            let err = bad.parse::<BaseUrl>().unwrap_err().to_string();
+            assert!(err.starts_with("--url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_flag() {
+        let ok = LoadConfig::new("http://127.0.0.1:1", "op1", 4, 10).unwrap();
+        type Breakage = fn(&mut LoadConfig);
+        let cases: [(Breakage, &str); 5] = [
+            (|c| c.connections = 0, "--connections"),
+            (|c| c.requests = None, "--duration"),
+            (|c| c.rate = Some(0.0), "--rate"),
+            (|c| c.timeout = Duration::ZERO, "--timeout"),
+            (|c| c.threads = 0, "--threads"),
+        ];
+        for (break_it, flag) in cases {
+            let mut c = ok.clone();
+            break_it(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("200"), Ok(200.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert!(parse_rate("0").is_err() && parse_rate("-1").is_err() && parse_rate("x").is_err());
+    }
+}

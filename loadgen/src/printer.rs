@@ -1,0 +1,268 @@
+//! Turns a [`Report`] into what the user reads: a text summary (the default) or JSON
+//! (`--json`). The text ends with the "served by" table, the point of the lab: it shows how
+//! the balancer spread requests over nodes and how each node spread them over its workers.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::report::{Mode, Report};
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The readable summary.
+    Text,
+    /// The report as one pretty-printed JSON object.
+    Json,
+}
+
+impl Output {
+    /// The report rendered for this output, ending with a newline.
+    pub fn render(self, report: &Report) -> String {
+        match self {
+            Output::Text => text(report),
+            Output::Json => json(report),
+        }
+    }
+}
+
+/// The report as pretty JSON (the fields of [`Report`]).
+pub fn json(report: &Report) -> String {
+    let mut s = serde_json::to_string_pretty(report).expect("a report always serializes");
+    s.push('\n');
+    s
+}
+
+/// The readable summary.
+pub fn text(r: &Report) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    let model = match r.mode {
+        Mode::Closed => "closed loop".to_string(),
+        Mode::Open => format!("open loop at {} req/s", fmt_num(r.rate.unwrap_or(0.0))),
+    };
+    let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let _ = writeln!(o, "Target      {}", r.url);
+    let _ = writeln!(
+        o,
+        "Load        {}, {}, {}, {:.2} s",
+        model,
+        plural(r.connections.into(), "connection"),
+        plural(r.threads as u64, "thread"),
+        r.duration_s
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Requests    {} ({} ok, {} errors)", r.requests, r.ok, r.errors);
+    let _ = writeln!(o, "Throughput  {:.1} req/s", r.rps);
+    if r.in_flight_at_end > 0 {
+        let _ = writeln!(o, "Cut off     {} in flight when the duration ended (not counted)", r.in_flight_at_end);
+    }
+
+    if r.responses > 0 {
+        let l = &r.latency_ms;
+        let _ = writeln!(o, "\nLatency (ms)");
+        let _ = writeln!(o, "  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "min", "mean", "p50", "p90", "p99", "p99.9", "max");
+        let _ = writeln!(
+            o,
+            "  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            l.min, l.mean, l.p50, l.p90, l.p99, l.p999, l.max
+        );
+        if r.mode == Mode::Open {
+            let _ = writeln!(o, "  (open loop: measured from each request's intended send time)");
+        }
+    }
+
+    if let Some(s) = &r.schedule {
+        let _ = writeln!(o, "\nSchedule    {} planned, {} sent, {} missed, {} late (>10 ms), max lag {:.1} ms", s.planned, s.sent, s.missed, s.late, s.max_lag_ms);
+        if s.missed > 0 || s.late * 100 > s.sent {
+            let _ = writeln!(
+                o,
+                "  warning: fell behind --rate {}: either the server is saturated (the latencies show its\n  \
+                 queue) or there are too few --connections to keep {} requests in flight",
+                fmt_num(r.rate.unwrap_or(0.0)),
+                r.connections
+            );
+        }
+    }
+
+    if !r.status.is_empty() {
+        let _ = writeln!(o, "\nStatus");
+        for (status, n) in &r.status {
+            let _ = writeln!(o, "  {:<20} {:>10} {:>7}", status, n, pct(*n, r.responses));
+        }
+    }
+
+    if r.errors > 0 {
+        let e = &r.error_kinds;
+        let _ = writeln!(o, "\nErrors");
+        for (kind, n) in [("connect", e.connect), ("timeout", e.timeout), ("io", e.io), ("http", e.http), ("status (non-2xx)", e.status)] {
+            if n > 0 {
+                let _ = writeln!(o, "  {:<20} {:>10} {:>7}", kind, n, pct(n, r.requests));
+            }
+        }
+    }
+
+    if r.by_path.len() > 1 {
+        let _ = writeln!(o, "\nPaths");
+        for (path, n) in sorted(&r.by_path) {
+            let _ = writeln!(o, "  {:<20} {:>10} {:>7}", path, n, pct(n, r.requests));
+        }
+    }
+
+    served_by(o, r);
+    out
+}
+
+/// The per-node table with each node's workers indented under it.
+fn served_by(o: &mut String, r: &Report) {
+    if r.by_node.is_empty() {
+        if r.responses > 0 {
+            let _ = writeln!(o, "\nServed by   (no x-node headers in the responses)");
+        }
+        return;
+    }
+    let _ = writeln!(o, "\n{:<22} {:>10} {:>7}", "Served by", "responses", "share");
+    for (node, n) in sorted(&r.by_node) {
+        let _ = writeln!(o, "  {:<20} {:>10} {:>7}", node, n, pct(n, r.responses));
+        let prefix = format!("{node}/");
+        for (worker, n) in sorted(&r.by_worker).into_iter().filter(|(w, _)| w.starts_with(&prefix)) {
+            let _ = writeln!(o, "    {:<18} {:>10} {:>7}", worker, n, pct(n, r.responses));
+        }
+    }
+    if r.unattributed > 0 {
+        let _ = writeln!(o, "  {:<20} {:>10} {:>7}", "(no x-node)", r.unattributed, pct(r.unattributed, r.responses));
+    }
+}
+
+fn pct(n: u64, of: u64) -> String {
+    if of == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}%", n as f64 * 100.0 / of as f64)
+    }
+}
+
+fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Map entries in natural order: `node-2` before `node-10`.
+fn sorted(m: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
+    let mut v: Vec<(&str, u64)> = m.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    v.sort_by(|a, b| natural_cmp(a.0, b.0));
+    v
+}
+
+/// Compares strings chunk by chunk, runs of digits by their numeric value.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.is_empty(), b.is_empty()) {
+            (true, true) => return Ordering::Equal,
+            (true, false) => return Ordering::Less,
+            (false, true) => return Ordering::Greater,
+            _ => {}
+        }
+        let (ca, ra) = chunk(a);
+        let (cb, rb) = chunk(b);
+        let ord = match (ca.parse::<u64>(), cb.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y).then(ca.len().cmp(&cb.len())),
+            _ => ca.cmp(cb),
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+        (a, b) = (ra, rb);
+    }
+}
+
+/// Splits off the leading run of digits, or of non-digits.
+fn chunk(s: &str) -> (&str, &str) {
+    let digits = s.as_bytes()[0].is_ascii_digit();
+    let end = s.bytes().position(|c| c.is_ascii_digit() != digits).unwrap_or(s.len());
+    s.split_at(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ErrorCounts, Latency, ScheduleReport};
+
+    /// A closed-loop report fixture: 300 responses from two nodes of two workers each.
+    fn report() -> Report {
+        Report {
+            url: "http://127.0.0.1:8080".into(),
+            mode: Mode::Closed,
+            connections: 4,
+            threads: 1,
+            rate: None,
+            duration_s: 2.0,
+            requests: 301,
+            responses: 300,
+            ok: 300,
+            rps: 150.0,
+            ok_rps: 150.0,
+            errors: 1,
+            error_kinds: ErrorCounts { total: 1, connect: 1, ..Default::default() },
+            status: BTreeMap::from([(200, 300)]),
+            latency_ms: Latency { min: 0.1, mean: 0.5, p50: 0.4, p90: 0.8, p99: 1.5, p999: 3.0, max: 9.0 },
+            by_path: BTreeMap::from([("/op1".into(), 226), ("/op2".into(), 75)]),
+            by_node: BTreeMap::from([("node-10".into(), 150), ("node-2".into(), 150)]),
+            by_worker: BTreeMap::from([
+                ("node-10/1".into(), 75),
+                ("node-10/2".into(), 75),
+                ("node-2/1".into(), 75),
+                ("node-2/2".into(), 75),
+            ]),
+            unattributed: 0,
+            in_flight_at_end: 0,
+            schedule: None,
+        }
+    }
+
+    #[test]
+    fn text_has_the_served_by_table_in_natural_order() {
+        let t = text(&report());
+        let node2 = t.find("  node-2 ").unwrap();
+        let node2w1 = t.find("    node-2/1").unwrap();
+        let node10 = t.find("  node-10 ").unwrap();
+        assert!(node2 < node2w1 && node2w1 < node10, "{t}");
+        assert!(t.contains("50.0%") && t.contains("25.0%"), "{t}");
+        assert!(t.contains("150.0 req/s"), "{t}");
+        assert!(t.contains("connect"), "{t}");
+        assert!(t.contains("/op2"), "{t}");
+        assert!(t.contains("p99.9"), "{t}");
+    }
+
+    #[test]
+    fn open_loop_warns_when_behind() {
+        let r = Report {
+            mode: Mode::Open,
+            rate: Some(1000.0),
+            schedule: Some(ScheduleReport { planned: 2000, sent: 1500, missed: 500, late: 0, max_lag_ms: 40.0 }),
+            ..report()
+        };
+        let t = text(&r);
+        assert!(t.contains("open loop at 1000 req/s"), "{t}");
+        assert!(t.contains("fell behind --rate 1000"), "{t}");
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let r = report();
+        let back: Report = serde_json::from_str(&Output::Json.render(&r)).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["node-10", "node-2", "node-1/2", "node-1/10", "a", "node-1"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["a", "node-1", "node-1/2", "node-1/10", "node-2", "node-10"]);
+    }
+}

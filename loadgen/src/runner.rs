@@ -1,0 +1,80 @@
+//! One run, start to finish: resolve the target, lay out the schedule, start one task per
+//! connection, merge their aggregates, and turn the totals into a [`Report`].
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HeaderValue;
+
+use crate::client::{self, Shared, Target};
+use crate::config::{LoadConfig, LoadError};
+use crate::progress::Progress;
+use crate::report::{Aggregate, Report, RunInfo};
+use crate::schedule::{Pace, Schedule};
+
+/// Runs the load `cfg` describes on the current Tokio runtime; draws a progress bar on stderr
+/// when `show_progress`.
+pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Report, LoadError> {
+    cfg.validate()?;
+    let target = target(&cfg).await?;
+    let paths: Vec<String> = cfg.mix.paths().map(str::to_string).collect();
+    let pace = match cfg.rate {
+        Some(rate) => Pace::Open { rate },
+        None => Pace::Closed,
+    };
+    let start = Instant::now();
+    let schedule = Schedule::new(pace, start, cfg.duration, cfg.requests, cfg.mix.interleave());
+    let planned = schedule.planned();
+    let shared = Arc::new(Shared { target, schedule, timeout: cfg.timeout, done: AtomicU64::new(0) });
+    let progress = show_progress.then(|| Progress::start(shared.clone(), cfg.duration, cfg.requests));
+
+    let connections: Vec<_> =
+        (0..cfg.connections).map(|_| tokio::spawn(client::run_connection(shared.clone()))).collect();
+    let mut total = Aggregate::new(paths.len());
+    let mut failure = None;
+    for conn in connections {
+        match conn.await {
+            Ok(agg) => total.merge(&agg),
+            Err(e) => failure = Some(LoadError::Worker(e.to_string())),
+        }
+    }
+    let elapsed = start.elapsed();
+    if let Some(p) = progress {
+        p.finish();
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(total.report(&RunInfo {
+        url: cfg.url.url.clone(),
+        connections: cfg.connections,
+        threads: cfg.threads,
+        rate: cfg.rate,
+        elapsed,
+        planned,
+        paths,
+    }))
+}
+
+/// Resolves the host once (the run then connects to that address) and prepares the requests.
+async fn target(cfg: &LoadConfig) -> Result<Target, LoadError> {
+    let url = &cfg.url;
+    let resolve_err = |source| LoadError::Resolve { host: url.host.clone(), source };
+    let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .map_err(resolve_err)?
+        .next()
+        .ok_or_else(|| resolve_err(std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))?;
+    let host = HeaderValue::from_str(&url.authority)
+        .map_err(|e| LoadError::BadUrl { url: url.url.clone(), reason: e.to_string() })?;
+    let paths = cfg
+        .mix
+        .paths()
+        .map(|p| {
+            let t = url.target(p);
+            t.parse().map_err(|_| LoadError::BadPath(t))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Target { addr, host, paths })
+}
