@@ -20,8 +20,10 @@ pub enum Command {
     Up(UpArgs),
     /// Validate a topology file; print every problem with its line and column.
     Check(CheckArgs),
-    /// Render compose.yaml from the topology (Docker Compose and Swarm).
+    /// Render compose.yaml (Docker Compose) and stack.yaml (Swarm) from the topology.
     Compose(ComposeArgs),
+    /// Apply a topology edit to the Compose lab: re-render, then `docker compose up -d`.
+    Apply(ApplyArgs),
     /// Run one node: a primary process and its workers sharing one listening port.
     Node(scalelab_node::NodeArgs),
     /// Run the pingora load balancer in front of the topology's nodes.
@@ -52,10 +54,18 @@ pub struct CheckArgs {
 /// Flags of `scalelab compose`.
 #[derive(Debug, clap::Args)]
 pub struct ComposeArgs {
-    /// The topology to render; compose.yaml is written next to it.
+    /// The topology to render; compose.yaml and stack.yaml are written next to it.
     #[arg(long, short, default_value = "topology.yaml")]
     pub topology: PathBuf,
-    /// Do not write: exit non-zero when compose.yaml is out of date.
+    /// Do not write: exit non-zero when compose.yaml or stack.yaml is out of date.
     #[arg(long)]
     pub check: bool,
+}
+
+/// Flags of `scalelab apply`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The edited topology; compose.yaml next to it is re-rendered and applied.
+    #[arg(long, short, default_value = "topology.yaml")]
+    pub topology: PathBuf,
 }
