@@ -7,20 +7,32 @@
 #   scripts/load.sh --rate 500 --duration 20s         # open loop, latency from intended send
 #   scripts/load.sh --url http://127.0.0.1:8081 --requests 1000 --json
 #
-# SCALELAB_BIN names the binary to run instead of the release build.
+# Which load tool runs:
+#   - SCALELAB_BIN, if set;
+#   - else the release build (built first when cargo is installed and it is missing);
+#   - else, with no Rust on the machine, the load tool inside the lab's Docker image
+#     (scalelab:latest): on the host's network, so http://127.0.0.1:8080 is the balancer's
+#     published port; or on the Compose network when SCALELAB_DOCKER_NETWORK names it
+#     (e.g. SCALELAB_DOCKER_NETWORK=scalelab_default scripts/load.sh --url http://balancer:8080).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bin="${SCALELAB_BIN:-$target_dir/release/scalelab}"
 
+run=("$bin" load)
 if [ ! -x "$bin" ]; then
     if command -v cargo >/dev/null; then
         echo "load.sh: building $bin" >&2
         (cd "$root" && cargo build --release)
+    elif command -v docker >/dev/null && docker image inspect scalelab:latest >/dev/null 2>&1; then
+        network="${SCALELAB_DOCKER_NETWORK:-host}"
+        echo "load.sh: no Rust here; running the load tool from scalelab:latest (network $network)" >&2
+        tty=()
+        [ -t 1 ] && tty=(-t)
+        run=(docker run --rm "${tty[@]}" --network "$network" scalelab:latest load)
     else
-        # No Rust toolchain: the Docker image fallback goes here.
-        echo "load.sh: $bin is missing and cargo is not installed" >&2
+        echo "load.sh: $bin is missing; install Rust (cargo) or build the image (scripts/docker-image.sh)" >&2
         exit 1
     fi
 fi
@@ -37,4 +49,4 @@ if ! $has_url; then
     args=(--url http://127.0.0.1:8080 "${args[@]}")
 fi
 
-exec "$bin" load "${args[@]}"
+exec "${run[@]}" "${args[@]}"

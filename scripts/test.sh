@@ -2,8 +2,12 @@
 # scalelab's test command: installs what a fresh Debian machine lacks, then runs every test
 # (unit tests and the integration tests that start real nodes and balancers on loopback).
 #
-#   scripts/test.sh            # all tests
-#   scripts/test.sh up         # only tests whose name matches "up" (nextest filter)
+#   scripts/test.sh            # all tests: cargo tests, then the Docker tests
+#   scripts/test.sh up         # only cargo tests matching "up" (nextest filter), no Docker
+#   SCALELAB_DOCKER=0 scripts/test.sh   # skip the Docker tests
+#
+# The Docker tests (scripts/test-docker.sh) install Debian's docker.io and Compose v2 when
+# missing, start an engine when none runs, and run the lab under Compose and Swarm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +29,7 @@ fi
 # One profile for everything: the tests drive load, and the lab is run in release anyway.
 cargo build --release --locked
 cargo nextest run --release --locked --workspace --no-fail-fast "$@"
+
+if [ "${SCALELAB_DOCKER:-1}" != 0 ] && [ $# -eq 0 ]; then
+    bash scripts/test-docker.sh
+fi
