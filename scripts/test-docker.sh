@@ -402,3 +402,4 @@ check stack-deploy stack_deploy_and_load
 check swarm-leave swarm_leave
 
 log "all $passed checks passed"
+echo "docker: $passed passed, 0 failed"

@@ -20,7 +20,7 @@ pub struct View<'a> {
 
 /// `1.0`, or `-` when uncapped.
 pub fn cpus(c: Option<f64>) -> String {
-    c.map_or_else(|| "-".to_string(), |c| format!("{c}"))
+    c.map_or_else(|| "-".to_string(), |c| format!("{c:?}"))
 }
 
 fn pid(p: Option<u32>) -> String {
