@@ -10,8 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -153,25 +152,6 @@ fn spawn_node(index: usize, base: u16) -> Proc {
     let node = Proc::spawn(&["node", "--name", &name, "--listen", &addr, "--workers", "1"]);
     wait_http(&addr, "/health", START);
     node
-}
-
-/// Sends `bytes` on a fresh connection and returns whatever comes back before the server
-/// closes it (or 5 s pass).
-fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(bytes).expect("write");
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => reply.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&reply).into_owned()
 }
 
 #[test]

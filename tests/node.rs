@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
-use common::{free_ports, get, topology_yaml, wait_for, wait_http, Proc, TopologyFile};
+use common::{alive, free_ports, get, proc_stat, raw_exchange, topology_yaml, wait_for, wait_http, Proc, TopologyFile};
 
 /// A running node: its primary and the address its workers share.
 struct Node {
@@ -110,21 +110,6 @@ fn wait_all_workers_serve(addr: &str, n: usize) -> Spread {
     })
 }
 
-/// The state letter and parent pid from `/proc/PID/stat`.
-fn proc_stat(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; the fields after its last ')' do not.
-    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-/// Whether `pid` runs (a zombie has exited; it only waits to be reaped).
-fn alive(pid: i32) -> bool {
-    matches!(proc_stat(pid), Some((state, _)) if state != 'Z')
-}
-
 /// Live (non-zombie) children of `parent`.
 fn live_children(parent: i32) -> Vec<i32> {
     let mut pids: Vec<i32> = std::fs::read_dir("/proc")
@@ -134,22 +119,6 @@ fn live_children(parent: i32) -> Vec<i32> {
         .collect();
     pids.sort_unstable();
     pids
-}
-
-/// Sends raw bytes and returns whatever the server answers before closing (or timing out).
-fn raw_exchange(addr: &str, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.write_all(bytes).expect("send");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[test]

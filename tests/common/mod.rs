@@ -36,6 +36,18 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_scalelab")
 }
 
+/// `scalelab ARGS...`, in its own process group, dying with the test, logging at `RUST_LOG`
+/// (default info).
+fn scalelab(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .stdin(Stdio::null())
+        .process_group(0)
+        .die_with_parent();
+    cmd
+}
+
 /// A loopback port that was free a moment ago (bind port 0, read it, release it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -78,29 +90,13 @@ pub struct Proc {
 impl Proc {
     /// Starts `scalelab ARGS...` with stdout/stderr inherited (shown when a test fails).
     pub fn spawn(args: &[&str]) -> Proc {
-        let child = Command::new(bin())
-            .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .process_group(0)
-            .die_with_parent()
-            .spawn()
-            .expect("start scalelab");
+        let child = scalelab(args).spawn().expect("start scalelab");
         Proc { child, name: args.first().copied().unwrap_or("").to_string(), output: None }
     }
 
     /// Like `spawn`, but stdout and stderr are collected (and echoed) for `output()`.
     pub fn spawn_capturing(args: &[&str]) -> Proc {
-        let mut child = Command::new(bin())
-            .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .die_with_parent()
-            .spawn()
-            .expect("start scalelab");
+        let mut child = scalelab(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scalelab");
         let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let readers: Vec<Box<dyn std::io::Read + Send>> =
             vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
@@ -281,15 +277,7 @@ pub fn repo_path(rel: &str) -> PathBuf {
 /// Runs `scalelab ARGS...` to completion (bounded by `deadline`) and returns (exit code,
 /// stdout, stderr).
 pub fn run_scalelab(args: &[&str], deadline: Duration) -> (i32, String, String) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .die_with_parent()
-        .spawn()
-        .expect("start scalelab");
+    let mut child = scalelab(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scalelab");
     let end = Instant::now() + deadline;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > end {
@@ -315,7 +303,34 @@ pub fn load_json(args: &[&str], deadline: Duration) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("load report is not JSON ({e}); exit {code}\nstdout: {stdout}\nstderr: {stderr}"))
 }
 
-/// True while a process with this pid exists.
+/// The state letter and parent pid from `/proc/PID/stat`.
+pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after its last ')' do not.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` runs (a zombie has exited; it only waits to be reaped).
 pub fn alive(pid: i32) -> bool {
-    unsafe { libc::kill(pid, 0) == 0 }
+    matches!(proc_stat(pid), Some((state, _)) if state != 'Z')
+}
+
+/// Sends raw bytes and returns whatever the server answers before closing (or timing out).
+pub fn raw_exchange(addr: impl std::net::ToSocketAddrs, bytes: &[u8]) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(bytes).expect("send");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }
