@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -88,6 +89,11 @@ where
 {
     type CTX = RequestCtx;
 
+    /// No downstream modules. pingora's default adds its response-compression module at
+    /// level 0 (disabled), which still builds a module context and runs two boxed filter
+    /// futures for every request; the balancer never compresses, so it skips that work.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
@@ -160,7 +166,7 @@ where
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(entry) = &ctx.entry {
-            response.insert_header("x-upstream", entry.addr.as_str())?;
+            response.insert_header("x-upstream", entry.addr_header.clone())?;
         }
         Ok(())
     }

@@ -111,6 +111,11 @@ impl Settings {
         let pid = std::process::id();
         ServerConf {
             threads: self.threads(),
+            // With one thread there is nobody to steal work from: pingora then runs each service
+            // on a current-thread runtime instead of a one-worker multi-thread one, which skips
+            // the cross-thread queue and wake-up bookkeeping on every task switch (measured in
+            // scripts/bench.sh, comparison 3). With more threads, stealing keeps them balanced.
+            work_stealing: self.threads() > 1,
             grace_period_seconds: Some(1),
             graceful_shutdown_timeout_seconds: Some(2),
             pid_file: scratch

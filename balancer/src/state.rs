@@ -20,8 +20,11 @@ use crate::metrics::Metrics;
 pub struct BackendEntry {
     /// The topology name: the replica (`node-1`) locally, the group (`node`) with DNS.
     pub name: String,
-    /// `ip:port`, formatted once: the `x-upstream` header value and the metric label.
+    /// `ip:port`, formatted once: the metric label and the `/state` field.
     pub addr: String,
+    /// The same text as a header value, built once: the proxy adds it to every response as
+    /// `x-upstream`, and cloning it only bumps a reference count.
+    pub addr_header: http::HeaderValue,
     /// Responses relayed from this backend since it joined.
     requests: AtomicU64,
     /// The `requests_total{code="200"}` series, resolved once because nearly every response
@@ -34,9 +37,13 @@ impl BackendEntry {
     pub fn new(name: String, addr: SocketAddr, metrics: &Metrics) -> BackendEntry {
         let addr = addr.to_string();
         let ok = metrics.requests.with_label_values(&[addr.as_str(), "200"]);
+        // `ip:port` is always a valid header value (digits, dots, colons, brackets).
+        let addr_header =
+            http::HeaderValue::from_str(&addr).expect("ip:port is a valid header value");
         BackendEntry {
             name,
             addr,
+            addr_header,
             requests: AtomicU64::new(0),
             ok,
         }

@@ -60,12 +60,15 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 }
 
 /// `n` consecutive free ports starting at the returned one (node replicas use port, port+1, ...).
+/// Chosen below Linux's ephemeral range (32768+), where the many client sockets a test run
+/// leaves in TIME_WAIT cannot take them.
 pub fn free_port_run(n: u16) -> u16 {
-    'outer: for _ in 0..200 {
-        let base = free_port();
-        if base as u32 + n as u32 >= 65535 {
-            continue;
-        }
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761);
+    'outer: for _ in 0..500 {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919);
+        let base = 20_000 + (seed.wrapping_add(k) % 12_000) as u16;
         let mut held = Vec::new();
         for p in base..base + n {
             match TcpListener::bind(("127.0.0.1", p)) {
