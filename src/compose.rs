@@ -237,9 +237,4 @@ mod tests {
         assert_eq!(y.matches("endpoint_mode: dnsrr").count(), 3);
         assert!(!y.contains("depends_on") && !y.contains("profiles") && !y.contains("127.0.0.1:8080"));
     }
-
-    #[test]
-    fn rendering_is_deterministic() {
-        assert_eq!(render(&topo(2), "t.yaml", Target::Compose), render(&topo(2), "t.yaml", Target::Compose));
-    }
 }
