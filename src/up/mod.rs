@@ -9,10 +9,11 @@
 mod cgroup;
 mod plan;
 mod process;
+mod ready;
 mod table;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ const STOP_GRACE: Duration = Duration::from_secs(8);
 /// A removed node keeps serving this long, so the balancer (which re-reads the file about
 /// every second) drops it before it stops accepting.
 const RETIRE_DELAY: Duration = Duration::from_millis(2500);
+/// How long start-up waits for the nodes to listen, then for the balancer to see them healthy.
+const READY_WAIT: Duration = Duration::from_secs(10);
 /// Respawn backoff for a child that keeps crashing: 0.5 s doubling up to 30 s.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -53,15 +56,34 @@ async fn supervise(file: PathBuf, topology: Topology) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut lab = Lab::start(file, topology)?;
-    lab.wait_ready(Duration::from_secs(10));
-    println!("{}", table::render(&lab.view()));
+    let started = tokio::select! {
+        r = lab.wait_ready() => Some(r),
+        _ = sigint.recv() => None,
+        _ = sigterm.recv() => None,
+    };
+    let result = match started {
+        Some(Ok(())) => {
+            println!("{}", table::render(&lab.view()));
+            run_lab(&mut lab, &mut sigint, &mut sigterm).await;
+            Ok(())
+        }
+        Some(Err(e)) => Err(e),
+        None => Ok(()), // stopped while starting
+    };
+    println!("scalelab up: stopping");
+    lab.shutdown();
+    result
+}
+
+/// Supervises the started lab until a signal: reaps and respawns children, applies edits.
+async fn run_lab(lab: &mut Lab, sigint: &mut tokio::signal::unix::Signal, sigterm: &mut tokio::signal::unix::Signal) {
     let mut watch = TopologyWatch::new(&lab.file);
     let _ = watch.poll(); // the content just loaded
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigint.recv() => return,
+            _ = sigterm.recv() => return,
             _ = tick.tick() => {
                 lab.reap_children();
                 lab.manage_children();
@@ -73,9 +95,6 @@ async fn supervise(file: PathBuf, topology: Topology) -> anyhow::Result<()> {
             }
         }
     }
-    println!("scalelab up: stopping");
-    lab.shutdown();
-    Ok(())
 }
 
 /// A supervised child and its respawn state.
@@ -92,6 +111,11 @@ struct Slot {
 impl Slot {
     fn running(proc: Proc) -> Slot {
         Slot { proc: Some(proc), started: Instant::now(), crashes: 0, respawn_at: None }
+    }
+
+    /// A slot whose child is not started yet (and is not due to be).
+    fn idle() -> Slot {
+        Slot { proc: None, started: Instant::now(), crashes: 0, respawn_at: None }
     }
 
     /// Notices an exit and schedules the respawn; returns the exit description.
@@ -122,9 +146,10 @@ struct Lab {
 }
 
 impl Lab {
+    /// Starts every node; the balancer follows in `wait_ready`, once the nodes listen.
     fn start(file: PathBuf, topology: Topology) -> anyhow::Result<Lab> {
         let caps = CpuCaps::detect().map_err(|e| format!("{e:#}"));
-        let balancer = Slot::running(spawn_balancer(&file)?);
+        let balancer = Slot::idle();
         let mut lab = Lab { file, topology, caps, balancer, nodes: BTreeMap::new(), retiring: Vec::new() };
         for r in lab.topology.replicas() {
             lab.spawn_node(r)?;
@@ -147,20 +172,24 @@ impl Lab {
             .ok()
     }
 
-    /// Waits (bounded) until every listener accepts connections.
-    fn wait_ready(&self, deadline: Duration) {
-        let end = Instant::now() + deadline;
-        let mut addrs: Vec<SocketAddr> = self.nodes.values().map(|(r, _)| r.listen).collect();
-        addrs.push(self.topology.balancer.listen);
-        for addr in addrs {
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                if Instant::now() > end {
-                    eprintln!("scalelab up: {addr} is not accepting connections yet");
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+    /// Waits for the nodes to listen, starts the balancer, and waits until it listens and sees
+    /// every node healthy, so the first request the user sends is balanced over all of them.
+    /// A wait that runs out is reported and start-up goes on; only a failed spawn is an error.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let nodes: Vec<SocketAddr> = self.nodes.values().map(|(r, _)| r.listen).collect();
+        for addr in ready::listening(&nodes, READY_WAIT).await {
+            eprintln!("scalelab up: node {addr} is not accepting connections after {READY_WAIT:?}");
         }
+        restart_slot(&mut self.balancer, spawn_balancer(&self.file)?);
+        let b = &self.topology.balancer;
+        for addr in ready::listening(&[b.listen, b.admin], READY_WAIT).await {
+            eprintln!("scalelab up: balancer {addr} is not accepting connections after {READY_WAIT:?}");
+        }
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        if let Err(e) = ready::balancer_sees(b.admin, &names, READY_WAIT).await {
+            eprintln!("scalelab up: the balancer does not see every node healthy yet: {e}");
+        }
+        Ok(())
     }
 
     /// Notices children that exited and schedules their respawn.
