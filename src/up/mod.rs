@@ -1,6 +1,7 @@
-//! `scalelab up`: the whole lab on one machine. Starts the balancer and every node as child
-//! processes, caps each node's CPU with a cgroup, watches the topology file and applies edits
-//! live, respawns what crashes, and on Ctrl-C/SIGTERM stops everything it started.
+//! `scalelab up`: the whole lab on one machine. Starts every node and then the balancer as
+//! child processes (see `ready` for the order), caps each node's CPU with a cgroup, watches the
+//! topology file and applies edits live, respawns what crashes, and on Ctrl-C/SIGTERM stops
+//! everything it started.
 //!
 //! Who applies what on an edit: node primaries watch the file for their own worker count; the
 //! balancer watches it for the backend set; `up` starts and stops nodes, re-caps CPU, and
