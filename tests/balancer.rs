@@ -40,11 +40,22 @@ impl Lab {
     /// `replicas` nodes named node-1.. on consecutive ports (room for `room` in all), then a
     /// balancer over them, waited for until every node is healthy.
     fn start(replicas: usize, room: u16) -> Lab {
+        let lab = Lab::launch(replicas, room, "/health");
+        lab.wait_state(&format!("{replicas} healthy backends"), |s| {
+            s.len() == replicas && s.values().all(|b| b.healthy)
+        });
+        lab
+    }
+
+    /// Like `start`, with the balancer health-checking `health_path`, and without waiting for
+    /// the health checks.
+    fn launch(replicas: usize, room: u16, health_path: &str) -> Lab {
         let base = free_port_run(room);
         let p = free_ports(2);
         let listen: SocketAddr = format!("127.0.0.1:{}", p[0]).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", p[1]).parse().unwrap();
-        let topology = TopologyFile::new(&yaml(listen, admin, replicas, 1, base));
+        let yaml = yaml(listen, admin, replicas, 1, base).replace("path: /health", &format!("path: {health_path}"));
+        let topology = TopologyFile::new(&yaml);
         let nodes = (1..=replicas).map(|i| Some(spawn_node(i, base))).collect();
         let balancer = Proc::spawn_capturing(&["balancer", "--topology", topology.path_str()]);
         let lab = Lab {
@@ -56,9 +67,6 @@ impl Lab {
             balancer,
         };
         lab.balancer.wait_output("balancer listening on", START);
-        lab.wait_state(&format!("{replicas} healthy backends"), |s| {
-            s.len() == replicas && s.values().all(|b| b.healthy)
-        });
         lab
     }
 
@@ -379,4 +387,40 @@ fn malformed_request_gets_400_no_backend_503_and_sigterm_exits_cleanly() {
         "exit status after SIGTERM: {status:?} after {:?}",
         stopping.elapsed()
     );
+}
+
+#[test]
+fn with_every_node_marked_down_the_balancer_fails_open() {
+    // The health checks ask for a path the nodes answer 404, so both are marked down while
+    // both still serve: what a saturated lab looks like when /health answers too late.
+    let mut lab = Lab::launch(2, 2, "/no-such-path");
+    lab.wait_state("both nodes unhealthy", |s| {
+        s.len() == 2 && s.values().all(|b| !b.healthy)
+    });
+
+    let served: Vec<String> = (0..6)
+        .map(|_| {
+            let r = get(lab.listen, "/op1").expect("GET /op1");
+            assert_eq!(r.status, 200, "fail open serves: {r:?}");
+            r.header("x-node").unwrap().to_string()
+        })
+        .collect();
+    assert!(served.contains(&"node-1".to_string()) && served.contains(&"node-2".to_string()), "{served:?}");
+    let metrics = get(lab.admin, "/metrics").unwrap().body;
+    let fail_open: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("scalelab_balancer_fail_open_total "))
+        .expect("fail_open metric")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(fail_open >= 6, "every request counted as fail open: {fail_open}\n{metrics}");
+
+    // A node that is really gone refuses the connection; the request fails over to the other.
+    lab.kill_node(1);
+    for _ in 0..6 {
+        let r = get(lab.listen, "/op1").expect("GET /op1");
+        assert_eq!(r.status, 200, "failed over to node-2: {r:?}");
+        assert_eq!(r.header("x-node"), Some("node-2"));
+    }
 }

@@ -60,16 +60,29 @@ fn round_robin_reaches_every_node_and_worker_then_stops_clean() {
     let alternating = seq.windows(2).all(|w| w[0] != w[1]);
     assert!(alternating, "round robin should alternate nodes: {seq:?}");
 
-    // Concurrent op2 load: every worker of every node serves.
-    let report = load_json(
-        &["--url", &url(p.listen), "--path", "/op2?cpu_ms=5", "--connections", "8", "--duration", "3s"],
-        Duration::from_secs(30),
-    );
-    assert_eq!(report["errors"], 0, "{report:#}");
-    assert_eq!(keys(&report["by_node"]), BTreeSet::from(["node-1".into(), "node-2".into()]), "{report:#}");
-    let workers = keys(&report["by_worker"]);
+    // Concurrent op2 load: every worker of every node serves. The balancer keeps its
+    // connections to a node open, and which worker accepted each one is the kernel's pick: on a
+    // busy machine one worker can take them all. So a round that misses a worker is followed,
+    // after the balancer's idle connections have closed (4 s), by another with fresh ones.
     let expected: BTreeSet<String> = ["node-1/1", "node-1/2", "node-2/1", "node-2/2"].map(String::from).into();
-    assert_eq!(workers, expected, "{report:#}");
+    let mut workers = BTreeSet::new();
+    for round in 0..4 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(4500));
+        }
+        let report = load_json(
+            &["--url", &url(p.listen), "--path", "/op2?cpu_ms=5", "--connections", "8", "--duration", "3s"],
+            Duration::from_secs(30),
+        );
+        assert_eq!(report["errors"], 0, "{report:#}");
+        assert_eq!(keys(&report["by_node"]), BTreeSet::from(["node-1".into(), "node-2".into()]), "{report:#}");
+        workers.extend(keys(&report["by_worker"]));
+        if workers == expected {
+            break;
+        }
+        eprintln!("round {}: workers seen so far {workers:?}", round + 1);
+    }
+    assert_eq!(workers, expected, "every worker serves within 4 rounds");
 
     // Collect every pid the lab runs, stop it, and check none is left.
     let mut pids: BTreeSet<i32> = BTreeSet::new();

@@ -23,6 +23,9 @@ pub struct Metrics {
     pub connect_failures: IntCounterVec,
     /// `scalelab_balancer_retries_total`: attempts repeated on another (or a fresh) connection.
     pub retries: IntCounter,
+    /// `scalelab_balancer_fail_open_total`: attempts sent to a backend the health checks
+    /// mark down, because none was marked up.
+    pub fail_open: IntCounter,
 }
 
 impl Default for Metrics {
@@ -73,12 +76,18 @@ impl Metrics {
             "Requests retried after a failed attempt",
         )
         .expect("valid metric");
+        let fail_open = IntCounter::new(
+            "scalelab_balancer_fail_open_total",
+            "Attempts sent to an unhealthy backend because no backend was healthy",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(backend_healthy.clone()),
             Box::new(connect_failures.clone()),
             Box::new(retries.clone()),
+            Box::new(fail_open.clone()),
         ] {
             registry
                 .register(collector)
@@ -91,6 +100,7 @@ impl Metrics {
             backend_healthy,
             connect_failures,
             retries,
+            fail_open,
         }
     }
 

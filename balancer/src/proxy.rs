@@ -3,11 +3,17 @@
 //! cannot be made (or breaks before any response), adds `X-Forwarded-For` upstream and
 //! `x-upstream` downstream, and records metrics once per request.
 //!
+//! When the health checks mark every backend down it fails open, as Envoy's panic mode does:
+//! health checks time out on saturated nodes (a worker busy with /op2 answers /health late),
+//! and a lab under full load should slow down, not turn into a wall of 503s. A backend that is
+//! really gone refuses the connection and the request fails over as usual.
+//!
 //! This runs for every request, so it stays lean: no logging above debug, no formatting
 //! except the `X-Forwarded-For` value, one roster lookup per attempt.
 
 use std::net::IpAddr;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +45,8 @@ pub struct Balancer<S: BackendSelection> {
     metrics: Arc<Metrics>,
     /// Connect timeout per attempt; a dead host that drops SYNs costs at most this.
     connect_timeout: Duration,
+    /// Rotates the picks made while every backend is marked down.
+    fail_open_turn: AtomicUsize,
 }
 
 impl<S: BackendSelection> Balancer<S> {
@@ -54,7 +62,42 @@ impl<S: BackendSelection> Balancer<S> {
             roster,
             metrics,
             connect_timeout,
+            fail_open_turn: AtomicUsize::new(0),
         }
+    }
+}
+
+impl<S> Balancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    /// The next backend for this request, avoiding those that already failed it: a healthy
+    /// one, or any one when none is healthy (fail open).
+    fn select(&self, failed: &[Backend]) -> Result<Backend> {
+        let untried = |b: &Backend| !failed.contains(b);
+        if let Some(b) = self.lb.select_with(b"", MAX_SELECT_STEPS, |b, healthy| healthy && untried(b)) {
+            return Ok(b);
+        }
+        let backends = self.lb.backends();
+        let all = backends.get_backend();
+        if all.iter().any(|b| backends.ready(b)) {
+            return Err(Error::explain(ErrorType::HTTPStatus(502), "every healthy backend failed"));
+        }
+        // pingora's selector cannot rotate here: the healthy-only walk above spent a fixed
+        // number of its round-robin steps, so it would land on the same backend every time.
+        let untried: Vec<&Backend> = all.iter().filter(|b| untried(b)).collect();
+        if untried.is_empty() {
+            return Err(if failed.is_empty() {
+                Error::explain(ErrorType::HTTPStatus(503), "no backends")
+            } else {
+                Error::explain(ErrorType::HTTPStatus(502), "no backend answered")
+            });
+        }
+        let turn = self.fail_open_turn.fetch_add(1, Ordering::Relaxed);
+        let b = untried[turn % untried.len()].clone();
+        self.metrics.fail_open.inc();
+        Ok(b)
     }
 }
 
@@ -108,19 +151,7 @@ where
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let failed = &ctx.failed;
-        let backend = self
-            .lb
-            .select_with(b"", MAX_SELECT_STEPS, |b, healthy| {
-                healthy && !failed.contains(b)
-            })
-            .ok_or_else(|| {
-                if failed.is_empty() {
-                    Error::explain(ErrorType::HTTPStatus(503), "no healthy backend")
-                } else {
-                    Error::explain(ErrorType::HTTPStatus(502), "every healthy backend failed")
-                }
-            })?;
+        let backend = self.select(&ctx.failed)?;
         let addr: SocketAddr = *backend.addr.as_inet().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "backend is not an IP address")
         })?;
