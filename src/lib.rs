@@ -26,8 +26,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args),
         Command::Check(args) => Ok(check::run(args)),
-        Command::Compose(args) => compose::run(&args.topology, args.check)
-            .map(|fresh| if fresh { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        Command::Compose(args) => compose::run(&args.topology, args.check).map(|fresh| {
+            if fresh {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Command::Apply(args) => apply::run(&args.topology),
         Command::Node(args) => scalelab_node::run(args).map(|()| ExitCode::SUCCESS),
         Command::Worker => scalelab_node::run_worker().map(|()| ExitCode::SUCCESS),

@@ -54,18 +54,12 @@ impl Lab {
         let p = free_ports(2);
         let listen: SocketAddr = format!("127.0.0.1:{}", p[0]).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", p[1]).parse().unwrap();
-        let yaml = yaml(listen, admin, replicas, 1, base).replace("path: /health", &format!("path: {health_path}"));
+        let yaml =
+            yaml(listen, admin, replicas, 1, base).replace("path: /health", &format!("path: {health_path}"));
         let topology = TopologyFile::new(&yaml);
         let nodes = (1..=replicas).map(|i| Some(spawn_node(i, base))).collect();
         let balancer = Proc::spawn_capturing(&["balancer", "--topology", topology.path_str()]);
-        let lab = Lab {
-            topology,
-            listen,
-            admin,
-            base,
-            nodes,
-            balancer,
-        };
+        let lab = Lab { topology, listen, admin, base, nodes, balancer };
         lab.balancer.wait_output("balancer listening on", START);
         lab
     }
@@ -104,30 +98,20 @@ impl Lab {
     fn kill_node(&mut self, index: usize) {
         let mut node = self.nodes[index - 1].take().expect("node is running");
         unsafe { libc::kill(-node.pid(), libc::SIGKILL) };
-        assert!(
-            node.wait_exit(Duration::from_secs(5)).is_some(),
-            "node-{index} survived SIGKILL"
-        );
+        assert!(node.wait_exit(Duration::from_secs(5)).is_some(), "node-{index} survived SIGKILL");
     }
 
     fn restart_node(&mut self, index: usize) {
-        assert!(
-            self.nodes[index - 1].is_none(),
-            "node-{index} is still running"
-        );
+        assert!(self.nodes[index - 1].is_none(), "node-{index} is still running");
         self.nodes[index - 1] = Some(spawn_node(index, self.base));
     }
 
     /// GETs `/op1` through the balancer until node `name` answers (bounded by `SETTLE`).
     fn wait_served_by(&self, name: &str) {
-        wait_for(
-            &format!("{name} to serve through the balancer"),
-            SETTLE,
-            || {
-                let r = get(self.listen, "/op1").ok()?;
-                (r.status == 200 && r.header("x-node") == Some(name)).then_some(())
-            },
-        );
+        wait_for(&format!("{name} to serve through the balancer"), SETTLE, || {
+            let r = get(self.listen, "/op1").ok()?;
+            (r.status == 200 && r.header("x-node") == Some(name)).then_some(())
+        });
     }
 }
 
@@ -140,16 +124,9 @@ struct Backend {
 }
 
 /// A topology with one group `node` of `replicas` replicas from port `base`.
-fn yaml(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    replicas: usize,
-    workers: usize,
-    base: u16,
-) -> String {
-    let group = format!(
-        "  - name: node\n    replicas: {replicas}\n    workers: {workers}\n    port: {base}\n"
-    );
+fn yaml(listen: SocketAddr, admin: SocketAddr, replicas: usize, workers: usize, base: u16) -> String {
+    let group =
+        format!("  - name: node\n    replicas: {replicas}\n    workers: {workers}\n    port: {base}\n");
     topology_yaml(listen, admin, &group)
 }
 
@@ -173,19 +150,12 @@ fn round_robin_reaches_every_node() {
         let node = r.header("x-node").expect("x-node header").to_string();
         let index: usize = node.strip_prefix("node-").unwrap().parse().unwrap();
         let upstream = format!("127.0.0.1:{}", lab.port(index));
-        assert_eq!(
-            r.header("x-upstream"),
-            Some(upstream.as_str()),
-            "x-upstream of {node}"
-        );
+        assert_eq!(r.header("x-upstream"), Some(upstream.as_str()), "x-upstream of {node}");
         *seen.entry(node).or_default() += 1;
     }
     assert_eq!(seen.len(), 3, "every node answers: {seen:?}");
     for (node, n) in &seen {
-        assert!(
-            (9..=11).contains(n),
-            "{node} answered {n} of 30 sequential requests: {seen:?}"
-        );
+        assert!((9..=11).contains(n), "{node} answered {n} of 30 sequential requests: {seen:?}");
     }
 
     // The node sees who the client was.
@@ -195,10 +165,7 @@ fn round_robin_reaches_every_node() {
     assert!(direct["forwarded_for"].is_null(), "no proxy, no header: {direct}");
 
     let state = lab.state();
-    assert_eq!(
-        state.keys().collect::<Vec<_>>(),
-        ["node-1", "node-2", "node-3"]
-    );
+    assert_eq!(state.keys().collect::<Vec<_>>(), ["node-1", "node-2", "node-3"]);
     for (name, b) in &state {
         assert!(b.healthy, "{name} healthy");
         assert!(b.requests >= 9, "{name} counted {} requests", b.requests);
@@ -207,28 +174,16 @@ fn round_robin_reaches_every_node() {
     let metrics = get(lab.admin, "/metrics").expect("GET /metrics");
     assert_eq!(metrics.status, 200);
     for i in 1..=3 {
-        let series = format!(
-            r#"scalelab_balancer_requests_total{{backend="127.0.0.1:{}",code="200"}}"#,
-            lab.port(i)
-        );
-        assert!(
-            metrics.body.contains(&series),
-            "{series} missing from:\n{}",
-            metrics.body
-        );
+        let series =
+            format!(r#"scalelab_balancer_requests_total{{backend="127.0.0.1:{}",code="200"}}"#, lab.port(i));
+        assert!(metrics.body.contains(&series), "{series} missing from:\n{}", metrics.body);
         let health = format!(
             r#"scalelab_balancer_backend_healthy{{backend="127.0.0.1:{}",name="node-{i}"}} 1"#,
             lab.port(i)
         );
-        assert!(
-            metrics.body.contains(&health),
-            "{health} missing from:\n{}",
-            metrics.body
-        );
+        assert!(metrics.body.contains(&health), "{health} missing from:\n{}", metrics.body);
     }
-    assert!(metrics
-        .body
-        .contains("scalelab_balancer_request_duration_seconds_bucket"));
+    assert!(metrics.body.contains("scalelab_balancer_request_duration_seconds_bucket"));
 
     assert_eq!(get(lab.admin, "/nope").unwrap().status, 404);
 }
@@ -278,15 +233,9 @@ fn killed_node_costs_clients_nothing_and_is_readmitted() {
     assert!(ok > 50, "only {ok} requests in 4 s");
 
     // Ejected by the health checks (interval 200 ms, unhealthy after 1 failure).
-    lab.wait_state("node-2 unhealthy", |s| {
-        s.get("node-2").is_some_and(|b| !b.healthy)
-    });
+    lab.wait_state("node-2 unhealthy", |s| s.get("node-2").is_some_and(|b| !b.healthy));
     assert!(killed_at.elapsed() < Duration::from_secs(10));
-    assert!(lab
-        .state()
-        .iter()
-        .filter(|(n, _)| *n != "node-2")
-        .all(|(_, b)| b.healthy));
+    assert!(lab.state().iter().filter(|(n, _)| *n != "node-2").all(|(_, b)| b.healthy));
     for _ in 0..10 {
         let r = get(lab.listen, "/op1").unwrap();
         assert_eq!(r.status, 200);
@@ -295,9 +244,7 @@ fn killed_node_costs_clients_nothing_and_is_readmitted() {
 
     // Back on the same port: readmitted without touching the balancer.
     lab.restart_node(2);
-    lab.wait_state("node-2 healthy again", |s| {
-        s.get("node-2").is_some_and(|b| b.healthy)
-    });
+    lab.wait_state("node-2 healthy again", |s| s.get("node-2").is_some_and(|b| b.healthy));
     lab.wait_served_by("node-2");
 }
 
@@ -309,43 +256,30 @@ fn topology_edits_change_backends_live() {
 
     // 1 -> 2 replicas: node-2 is started by the test, the balancer finds it from the file.
     lab.nodes.push(Some(spawn_node(2, lab.base)));
-    lab.topology
-        .write(&yaml(lab.listen, lab.admin, 2, 1, lab.base));
-    lab.wait_state("node-1 and node-2 healthy", |s| {
-        s.len() == 2 && s.values().all(|b| b.healthy)
-    });
+    lab.topology.write(&yaml(lab.listen, lab.admin, 2, 1, lab.base));
+    lab.wait_state("node-1 and node-2 healthy", |s| s.len() == 2 && s.values().all(|b| b.healthy));
     lab.wait_served_by("node-2");
     lab.wait_served_by("node-1");
 
     // An invalid edit (workers: 0) changes nothing: both keep serving.
-    lab.topology
-        .write(&yaml(lab.listen, lab.admin, 1, 0, lab.base));
+    lab.topology.write(&yaml(lab.listen, lab.admin, 1, 0, lab.base));
     thread::sleep(Duration::from_millis(2_500)); // > 2 file polls + 2 discovery passes
     let state = lab.state();
-    assert_eq!(
-        state.len(),
-        2,
-        "invalid edit must keep the backends: {state:?}"
-    );
+    assert_eq!(state.len(), 2, "invalid edit must keep the backends: {state:?}");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..6 {
         let r = get(lab.listen, "/op1").unwrap();
         assert_eq!(r.status, 200);
         seen.insert(r.header("x-node").unwrap().to_string());
     }
-    assert_eq!(
-        seen.len(),
-        2,
-        "both nodes still serve after the invalid edit: {seen:?}"
-    );
+    assert_eq!(seen.len(), 2, "both nodes still serve after the invalid edit: {seen:?}");
     assert!(
         lab.balancer.output().contains("topology edit rejected"),
         "the invalid edit is logged with its reason"
     );
 
     // 2 -> 1: node-2 leaves the backends (its process keeps running, unused).
-    lab.topology
-        .write(&yaml(lab.listen, lab.admin, 1, 1, lab.base));
+    lab.topology.write(&yaml(lab.listen, lab.admin, 1, 1, lab.base));
     lab.wait_state("only node-1", |s| s.keys().eq(["node-1"]));
     for _ in 0..6 {
         let r = get(lab.listen, "/op1").unwrap();
@@ -358,15 +292,8 @@ fn malformed_request_gets_400_no_backend_503_and_sigterm_exits_cleanly() {
     let mut lab = Lab::start(1, 1);
 
     let reply = raw_exchange(lab.listen, b"GARBAGE\x01 / HTTP/9\r\n\r\n");
-    assert!(
-        reply.starts_with("HTTP/1.1 400"),
-        "malformed request: {reply:?}"
-    );
-    assert_eq!(
-        get(lab.listen, "/op1").unwrap().status,
-        200,
-        "still serving after a malformed request"
-    );
+    assert!(reply.starts_with("HTTP/1.1 400"), "malformed request: {reply:?}");
+    assert_eq!(get(lab.listen, "/op1").unwrap().status, 200, "still serving after a malformed request");
 
     // The only node gone: an error status promptly, never a hang.
     lab.kill_node(1);
@@ -378,15 +305,9 @@ fn malformed_request_gets_400_no_backend_503_and_sigterm_exits_cleanly() {
     assert_eq!(get(lab.admin, "/state").unwrap().status, 200);
 
     let stopping = Instant::now();
-    let status = lab
-        .balancer
-        .terminate(Duration::from_secs(5))
-        .expect("balancer exits within 5 s of SIGTERM");
-    assert!(
-        status.success(),
-        "exit status after SIGTERM: {status:?} after {:?}",
-        stopping.elapsed()
-    );
+    let status =
+        lab.balancer.terminate(Duration::from_secs(5)).expect("balancer exits within 5 s of SIGTERM");
+    assert!(status.success(), "exit status after SIGTERM: {status:?} after {:?}", stopping.elapsed());
 }
 
 #[test]
@@ -394,9 +315,7 @@ fn with_every_node_marked_down_the_balancer_fails_open() {
     // The health checks ask for a path the nodes answer 404, so both are marked down while
     // both still serve: what a saturated lab looks like when /health answers too late.
     let mut lab = Lab::launch(2, 2, "/no-such-path");
-    lab.wait_state("both nodes unhealthy", |s| {
-        s.len() == 2 && s.values().all(|b| !b.healthy)
-    });
+    lab.wait_state("both nodes unhealthy", |s| s.len() == 2 && s.values().all(|b| !b.healthy));
 
     let served: Vec<String> = (0..6)
         .map(|_| {

@@ -26,8 +26,14 @@ fn every_problem_is_named_with_its_line() {
     let (code, stdout, stderr) = run_scalelab(&["check", f.path_str()], T);
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     assert!(stderr.contains("2 problems"), "{stderr}");
-    assert!(stderr.contains("line 7 column 5: nodes[0].workers: expected 1 to 64 workers, found 0"), "{stderr}");
-    assert!(stderr.contains("line 8 column 5: nodes[0].cpus: expected a number of cores greater than 0"), "{stderr}");
+    assert!(
+        stderr.contains("line 7 column 5: nodes[0].workers: expected 1 to 64 workers, found 0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 8 column 5: nodes[0].cpus: expected a number of cores greater than 0"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

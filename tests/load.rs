@@ -36,8 +36,9 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
     }
 }
 
@@ -95,7 +96,8 @@ fn f(v: &Value) -> f64 {
 #[test]
 fn counts_every_request_and_who_served_it() {
     let (_node, addr) = start_node(2, &[]);
-    let run = load(&["--url", &url(addr), "--path", "/op1", "--connections", "4", "--requests", "400", "--json"]);
+    let run =
+        load(&["--url", &url(addr), "--path", "/op1", "--connections", "4", "--requests", "400", "--json"]);
     assert!(run.status.success(), "{}", run.stderr);
     let r = run.json();
 
@@ -148,7 +150,8 @@ fn closed_loop_stops_at_the_duration() {
 #[test]
 fn open_loop_keeps_the_rate() {
     let (_node, addr) = start_node(2, &[]);
-    let run = load(&["--url", &url(addr), "--connections", "4", "--rate", "200", "--duration", "2s", "--json"]);
+    let run =
+        load(&["--url", &url(addr), "--connections", "4", "--rate", "200", "--duration", "2s", "--json"]);
     assert!(run.status.success(), "{}", run.stderr);
     let r = run.json();
     assert_eq!(r["mode"], "open");
@@ -164,7 +167,17 @@ fn open_loop_keeps_the_rate() {
 fn mix_splits_requests_by_weight() {
     // Cheap /op2 so the mix test measures the split, not the CPU burn.
     let (_node, addr) = start_node(2, &["--op2-cpu-ms", "1"]);
-    let run = load(&["--url", &url(addr), "--mix", "op1=3,op2=1", "--connections", "4", "--requests", "400", "--json"]);
+    let run = load(&[
+        "--url",
+        &url(addr),
+        "--mix",
+        "op1=3,op2=1",
+        "--connections",
+        "4",
+        "--requests",
+        "400",
+        "--json",
+    ]);
     assert!(run.status.success(), "{}", run.stderr);
     let r = run.json();
     assert_eq!(r["by_path"], serde_json::json!({"/op1": 300, "/op2": 100}), "{r}");
@@ -189,7 +202,8 @@ fn a_silent_server_is_counted_as_timeouts() {
     // The kernel completes connections into the listen backlog; nobody ever answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
-    let run = load(&["--url", &url(addr), "--connections", "2", "--requests", "4", "--timeout", "200ms", "--json"]);
+    let run =
+        load(&["--url", &url(addr), "--connections", "2", "--requests", "4", "--timeout", "200ms", "--json"]);
     assert!(!run.status.success());
     let r = run.json();
     assert_eq!(u(&r["error_kinds"]["timeout"]), 4, "{r}");
@@ -201,7 +215,8 @@ fn a_silent_server_is_counted_as_timeouts() {
 fn the_duration_cuts_off_requests_in_flight() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
-    let run = load(&["--url", &url(addr), "--connections", "2", "--duration", "1s", "--timeout", "30s", "--json"]);
+    let run =
+        load(&["--url", &url(addr), "--connections", "2", "--duration", "1s", "--timeout", "30s", "--json"]);
     let r = run.json();
     assert_eq!(u(&r["in_flight_at_end"]), 2, "{r}");
     assert_eq!(u(&r["requests"]), 0, "{r}");

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
-use common::{alive, free_ports, get, proc_stat, raw_exchange, topology_yaml, wait_for, wait_http, Proc, TopologyFile};
+use common::{
+    alive, free_ports, get, proc_stat, raw_exchange, topology_yaml, wait_for, wait_http, Proc, TopologyFile,
+};
 
 /// A running node: its primary and the address its workers share.
 struct Node {
@@ -140,7 +142,10 @@ fn every_worker_serves_under_concurrency() {
     // 9 clients, fresh connections, each request burning 5 ms of a worker's CPU.
     let s = spread(&node.addr, "/op2?cpu_ms=5", 9, 25);
     let total: usize = s.per_worker.values().sum();
-    println!("distribution over 3 workers of {total} /op2 requests: {:?} (failed {})", s.per_worker, s.failed);
+    println!(
+        "distribution over 3 workers of {total} /op2 requests: {:?} (failed {})",
+        s.per_worker, s.failed
+    );
     assert_eq!(s.failed, 0);
     assert_eq!(s.per_worker.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3], "{s:?}");
     for (worker, count) in &s.per_worker {
@@ -199,7 +204,11 @@ fn a_burst_of_connections_is_shared_by_all_workers() {
     println!("bursts in total: {total:?}; busiest worker per burst took {worst} of {}", ROUNDS * CONNECTIONS);
     assert_eq!(total.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3], "{total:?}");
     // Even is a third per burst; 60% leaves room for a loaded machine.
-    assert!(worst * 10 <= ROUNDS * CONNECTIONS * 6, "one worker dominated the bursts: {worst} of {}", ROUNDS * CONNECTIONS);
+    assert!(
+        worst * 10 <= ROUNDS * CONNECTIONS * 6,
+        "one worker dominated the bursts: {worst} of {}",
+        ROUNDS * CONNECTIONS
+    );
 }
 
 #[test]
@@ -229,7 +238,10 @@ fn op2_burns_cpu_and_bad_requests_get_4xx() {
         assert_eq!(resp.header("x-node"), Some("node-1"), "{path}");
         assert!(resp.header("x-worker").is_some() && resp.header("x-pid").is_some(), "{path}");
     }
-    let answer = raw_exchange(&node.addr, b"POST /op1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let answer = raw_exchange(
+        &node.addr,
+        b"POST /op1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
 
     for garbage in [
@@ -343,12 +355,24 @@ fn topology_edits_change_workers_and_workload() {
     let ports = free_ports(2);
     let balancer = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
     let admin = format!("127.0.0.1:{}", ports[1]).parse().unwrap();
-    let group = |workers: usize| format!("  - name: node\n    replicas: 1\n    workers: {workers}\n    port: {port}\n");
+    let group = |workers: usize| {
+        format!("  - name: node\n    replicas: 1\n    workers: {workers}\n    port: {port}\n")
+    };
     let file = TopologyFile::new(&topology_yaml(balancer, admin, &group(2)));
 
     // The file's count (2) wins over --workers 1; the group is `node`, from the name node-1.
     let addr = format!("127.0.0.1:{port}");
-    let proc = Proc::spawn(&["node", "--name", "node-1", "--listen", &addr, "--workers", "1", "--topology", file.path_str()]);
+    let proc = Proc::spawn(&[
+        "node",
+        "--name",
+        "node-1",
+        "--listen",
+        &addr,
+        "--workers",
+        "1",
+        "--topology",
+        file.path_str(),
+    ]);
     let node = Node { proc, addr };
     wait_http(&node.addr, "/health", Duration::from_secs(10));
     node.wait_workers(2);
@@ -399,7 +423,9 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert!(resp.json()["cpu_ms"].as_f64().unwrap() >= 500.0, "{}", resp.body);
     assert!(wall >= Duration::from_millis(500));
-    wait_for("every worker to be gone", Duration::from_secs(1), || pids.iter().all(|&p| !alive(p)).then_some(()));
+    wait_for("every worker to be gone", Duration::from_secs(1), || {
+        pids.iter().all(|&p| !alive(p)).then_some(())
+    });
 }
 
 #[test]
@@ -409,7 +435,9 @@ fn workers_exit_when_the_primary_is_killed() {
     node.proc.signal(libc::SIGKILL);
     node.proc.wait_exit(Duration::from_secs(2)).expect("primary is gone");
     let killed = Instant::now();
-    wait_for("orphaned workers to exit", Duration::from_secs(2), || pids.iter().all(|&p| !alive(p)).then_some(()));
+    wait_for("orphaned workers to exit", Duration::from_secs(2), || {
+        pids.iter().all(|&p| !alive(p)).then_some(())
+    });
     println!("workers {pids:?} exited {:?} after the primary", killed.elapsed());
 }
 

@@ -54,9 +54,8 @@ fn round_robin_reaches_every_node_and_worker_then_stops_clean() {
     let mut up = start_lab(&t, &p);
 
     // Sequential requests: round robin alternates nodes exactly.
-    let seq: Vec<String> = (0..10)
-        .map(|_| get(p.listen, "/op1").unwrap().header("x-node").unwrap().to_string())
-        .collect();
+    let seq: Vec<String> =
+        (0..10).map(|_| get(p.listen, "/op1").unwrap().header("x-node").unwrap().to_string()).collect();
     let alternating = seq.windows(2).all(|w| w[0] != w[1]);
     assert!(alternating, "round robin should alternate nodes: {seq:?}");
 
@@ -64,7 +63,8 @@ fn round_robin_reaches_every_node_and_worker_then_stops_clean() {
     // connections to a node open, and which worker accepted each one is the kernel's pick: on a
     // busy machine one worker can take them all. So a round that misses a worker is followed,
     // after the balancer's idle connections have closed (4 s), by another with fresh ones.
-    let expected: BTreeSet<String> = ["node-1/1", "node-1/2", "node-2/1", "node-2/2"].map(String::from).into();
+    let expected: BTreeSet<String> =
+        ["node-1/1", "node-1/2", "node-2/1", "node-2/2"].map(String::from).into();
     let mut workers = BTreeSet::new();
     for round in 0..4 {
         if round > 0 {
@@ -75,7 +75,11 @@ fn round_robin_reaches_every_node_and_worker_then_stops_clean() {
             Duration::from_secs(30),
         );
         assert_eq!(report["errors"], 0, "{report:#}");
-        assert_eq!(keys(&report["by_node"]), BTreeSet::from(["node-1".into(), "node-2".into()]), "{report:#}");
+        assert_eq!(
+            keys(&report["by_node"]),
+            BTreeSet::from(["node-1".into(), "node-2".into()]),
+            "{report:#}"
+        );
         workers.extend(keys(&report["by_worker"]));
         if workers == expected {
             break;
@@ -101,7 +105,9 @@ fn round_robin_reaches_every_node_and_worker_then_stops_clean() {
 #[test]
 fn live_edits_change_workers_then_nodes_and_bad_edits_are_kept_out() {
     let p = ports(3);
-    let yaml = |replicas, workers| topology_yaml(p.listen, p.admin, &group("node", replicas, workers, None, p.node_base));
+    let yaml = |replicas, workers| {
+        topology_yaml(p.listen, p.admin, &group("node", replicas, workers, None, p.node_base))
+    };
     let t = TopologyFile::new(&yaml(1, 1));
     let up = start_lab(&t, &p);
     let served = |path: &str| {
@@ -124,7 +130,8 @@ fn live_edits_change_workers_then_nodes_and_bad_edits_are_kept_out() {
     // Horizontal: 1 -> 3 nodes.
     t.write(&yaml(3, 3));
     wait_for("three nodes serving", Duration::from_secs(20), || {
-        let nodes: BTreeSet<String> = served("/op2?cpu_ms=5").iter().map(|w| w.split('/').next().unwrap().to_string()).collect();
+        let nodes: BTreeSet<String> =
+            served("/op2?cpu_ms=5").iter().map(|w| w.split('/').next().unwrap().to_string()).collect();
         (nodes.len() == 3).then_some(())
     });
 
@@ -142,7 +149,8 @@ fn live_edits_change_workers_then_nodes_and_bad_edits_are_kept_out() {
     // Scale back down: removed nodes stop, the rest keep serving without errors.
     t.write(&yaml(1, 3));
     up.wait_output("node node-3 stopped", Duration::from_secs(20));
-    let nodes: BTreeSet<String> = served("/op1").iter().map(|w| w.split('/').next().unwrap().to_string()).collect();
+    let nodes: BTreeSet<String> =
+        served("/op1").iter().map(|w| w.split('/').next().unwrap().to_string()).collect();
     assert_eq!(nodes, BTreeSet::from(["node-1".to_string()]));
 }
 
@@ -169,7 +177,10 @@ impl Op2Lab {
     /// op2 req/s over `period`, with no errors.
     fn measure(&self, period: Duration) -> f64 {
         let d = format!("{}ms", period.as_millis());
-        let r = load_json(&["--url", &self.url, "--path", "/op2", "--connections", "8", "--duration", &d], Duration::from_secs(30));
+        let r = load_json(
+            &["--url", &self.url, "--path", "/op2", "--connections", "8", "--duration", &d],
+            Duration::from_secs(30),
+        );
         assert_eq!(r["errors"], 0, "{r:#}");
         r["rps"].as_f64().unwrap()
     }
@@ -201,7 +212,10 @@ fn cpu_caps_make_two_small_nodes_beat_one_big_one() {
     for _ in 0..3 {
         rounds.push(small_lab.measure(Duration::from_secs(4)));
         let best = rounds.iter().cloned().fold(0.0, f64::max);
-        eprintln!("op2 req/s: 1 node x 4 workers = {big:.1}, 2 nodes x 1 worker = {rounds:.1?}, ratio {:.2}", best / big);
+        eprintln!(
+            "op2 req/s: 1 node x 4 workers = {big:.1}, 2 nodes x 1 worker = {rounds:.1?}, ratio {:.2}",
+            best / big
+        );
         if best / big >= 1.5 {
             break;
         }

@@ -77,12 +77,7 @@ where
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Self {
-        AdminApp {
-            lb,
-            roster,
-            metrics,
-            settings,
-        }
+        AdminApp { lb, roster, metrics, settings }
     }
 
     /// `/metrics`: the health gauge is refreshed from the load balancer first, so departed
@@ -94,11 +89,7 @@ where
             let Some(addr) = backend.addr.as_inet() else {
                 continue;
             };
-            let name = self
-                .roster
-                .get(addr)
-                .map(|e| e.name.clone())
-                .unwrap_or_default();
+            let name = self.roster.get(addr).map(|e| e.name.clone()).unwrap_or_default();
             let addr = addr.to_string();
             self.metrics
                 .backend_healthy
@@ -114,13 +105,7 @@ where
         let current = backends.get_backend();
         let entries: Vec<_> = current
             .iter()
-            .map(|b| {
-                (
-                    b,
-                    b.addr.as_inet().and_then(|a| self.roster.get(a)),
-                    backends.ready(b),
-                )
-            })
+            .map(|b| (b, b.addr.as_inet().and_then(|a| self.roster.get(a)), backends.ready(b)))
             .collect();
         let report = StateReport {
             backends: entries
@@ -154,24 +139,12 @@ where
         let path = req.uri.path();
         let known = matches!(path, "/metrics" | "/state");
         if known && req.method != Method::GET {
-            return reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain",
-                b"only GET\n".to_vec(),
-            );
+            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET\n".to_vec());
         }
         match path {
-            "/metrics" => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics_text(),
-            ),
+            "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics_text()),
             "/state" => reply(StatusCode::OK, "application/json", self.state_json()),
-            _ => reply(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                b"not found; try /metrics or /state\n".to_vec(),
-            ),
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found; try /metrics or /state\n".to_vec()),
         }
     }
 }

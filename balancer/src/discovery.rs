@@ -47,12 +47,7 @@ impl TopologyDiscovery {
         roster: Arc<Roster>,
         metrics: Arc<Metrics>,
     ) -> TopologyDiscovery {
-        TopologyDiscovery {
-            topology,
-            mode,
-            roster,
-            metrics,
-        }
+        TopologyDiscovery { topology, mode, roster, metrics }
     }
 }
 
@@ -82,11 +77,8 @@ async fn resolve_all(targets: Vec<BackendTarget>) -> Vec<(SocketAddr, String)> {
     let mut lookups = JoinSet::new();
     for (index, target) in targets.into_iter().enumerate() {
         lookups.spawn(async move {
-            let result = tokio::time::timeout(
-                RESOLVE_TIMEOUT,
-                tokio::net::lookup_host(target.addr.clone()),
-            )
-            .await;
+            let result =
+                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(target.addr.clone())).await;
             (index, target, result)
         });
     }
@@ -101,11 +93,7 @@ async fn resolve_all(targets: Vec<BackendTarget>) -> Vec<(SocketAddr, String)> {
         };
         match result {
             Ok(Ok(addrs)) => resolved.extend(addrs.map(|a| (index, a, target.name.clone()))),
-            Ok(Err(e)) => tracing::debug!(
-                "{} ({}) does not resolve, skipped: {e}",
-                target.name,
-                target.addr
-            ),
+            Ok(Err(e)) => tracing::debug!("{} ({}) does not resolve, skipped: {e}", target.name, target.addr),
             Err(_) => tracing::warn!(
                 "{} ({}) took over {RESOLVE_TIMEOUT:?} to resolve, skipped",
                 target.name,
@@ -114,10 +102,7 @@ async fn resolve_all(targets: Vec<BackendTarget>) -> Vec<(SocketAddr, String)> {
         }
     }
     resolved.sort_by_key(|&(index, addr, _)| (index, addr));
-    resolved
-        .into_iter()
-        .map(|(_, addr, name)| (addr, name))
-        .collect()
+    resolved.into_iter().map(|(_, addr, name)| (addr, name)).collect()
 }
 
 /// Polls the topology file and publishes each valid edit; an invalid edit is logged with its
@@ -132,10 +117,7 @@ impl TopologyWatcher {
     /// A watcher publishing into `topology`. `watch` should already have been polled once
     /// (its first poll always reports the file).
     pub fn new(watch: TopologyWatch, topology: Arc<ArcSwap<Topology>>) -> TopologyWatcher {
-        TopologyWatcher {
-            watch: Mutex::new(watch),
-            topology,
-        }
+        TopologyWatcher { watch: Mutex::new(watch), topology }
     }
 
     /// One poll: publish a valid edit, log an invalid one.
@@ -152,10 +134,7 @@ impl TopologyWatcher {
                     );
                 }
                 let replicas: usize = next.nodes.iter().map(|g| g.replicas).sum();
-                tracing::info!(
-                    "topology reloaded: {} node groups, {replicas} replicas",
-                    next.nodes.len()
-                );
+                tracing::info!("topology reloaded: {} node groups, {replicas} replicas", next.nodes.len());
                 self.topology.store(Arc::new(next));
             }
             Some(Err(e)) => {
@@ -184,10 +163,7 @@ mod tests {
     use super::*;
 
     fn target(name: &str, addr: &str) -> BackendTarget {
-        BackendTarget {
-            name: name.into(),
-            addr: addr.into(),
-        }
+        BackendTarget { name: name.into(), addr: addr.into() }
     }
 
     #[tokio::test]
@@ -210,9 +186,7 @@ mod tests {
                  nodes: [{{ name: node, replicas: {replicas}, workers: 1, port: 8081 }}]\n"
             )
         };
-        let topology = Arc::new(ArcSwap::from_pointee(
-            Topology::from_yaml(&yaml(2)).unwrap(),
-        ));
+        let topology = Arc::new(ArcSwap::from_pointee(Topology::from_yaml(&yaml(2)).unwrap()));
         let roster = Arc::new(Roster::default());
         let discovery = TopologyDiscovery::new(
             topology.clone(),
@@ -223,10 +197,7 @@ mod tests {
 
         let (backends, _) = discovery.discover().await.unwrap();
         assert_eq!(backends.len(), 2);
-        assert_eq!(
-            roster.get(&"127.0.0.1:8082".parse().unwrap()).unwrap().name,
-            "node-2"
-        );
+        assert_eq!(roster.get(&"127.0.0.1:8082".parse().unwrap()).unwrap().name, "node-2");
 
         topology.store(Arc::new(Topology::from_yaml(&yaml(1)).unwrap()));
         let (backends, _) = discovery.discover().await.unwrap();

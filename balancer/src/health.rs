@@ -17,16 +17,11 @@ const PROBE_HOST: &str = "scalelab-balancer";
 /// header) passes. `unhealthy_after` consecutive failures eject a backend,
 /// `healthy_after` consecutive passes readmit it.
 /// Health changes are logged (by pingora) with the backend's topology name from `roster`.
-pub fn http_health_check(
-    config: &HealthCheckConfig,
-    roster: Arc<Roster>,
-) -> anyhow::Result<HttpHealthCheck> {
+pub fn http_health_check(config: &HealthCheckConfig, roster: Arc<Roster>) -> anyhow::Result<HttpHealthCheck> {
     let mut check = HttpHealthCheck::new(PROBE_HOST, false);
-    check.set_backend_summary(move |backend| {
-        match backend.addr.as_inet().and_then(|a| roster.get(a)) {
-            Some(entry) => format!("backend {} ({})", entry.name, entry.addr),
-            None => format!("backend {}", backend.addr),
-        }
+    check.set_backend_summary(move |backend| match backend.addr.as_inet().and_then(|a| roster.get(a)) {
+        Some(entry) => format!("backend {} ({})", entry.name, entry.addr),
+        None => format!("backend {}", backend.addr),
     });
     let uri = config
         .path
@@ -57,10 +52,7 @@ mod tests {
         };
         let check = http_health_check(&config, Arc::default()).unwrap();
         assert_eq!(check.req.uri.path(), "/health");
-        assert_eq!(
-            check.peer_template.options.connection_timeout,
-            Some(Duration::from_millis(300))
-        );
+        assert_eq!(check.peer_template.options.connection_timeout, Some(Duration::from_millis(300)));
         assert_eq!(check.consecutive_failure, 2);
         assert_eq!(check.consecutive_success, 3);
     }

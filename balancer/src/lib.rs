@@ -63,9 +63,7 @@ impl BalancerArgs {
     pub fn discovery_mode(&self) -> DiscoveryMode {
         match self.discovery {
             Discovery::Local => DiscoveryMode::Local,
-            Discovery::Dns => DiscoveryMode::Dns {
-                prefix: self.dns_prefix.clone(),
-            },
+            Discovery::Dns => DiscoveryMode::Dns { prefix: self.dns_prefix.clone() },
         }
     }
 }

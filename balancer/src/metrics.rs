@@ -2,8 +2,8 @@
 //! so `/metrics` shows exactly these series and tests can build as many as they like.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Metric handles, cheap to update from the request path.
@@ -39,10 +39,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "scalelab_balancer_requests_total",
-                "Responses relayed, by backend and HTTP status",
-            ),
+            Opts::new("scalelab_balancer_requests_total", "Responses relayed, by backend and HTTP status"),
             &["backend", "code"],
         )
         .expect("valid metric");
@@ -56,26 +53,18 @@ impl Metrics {
         )
         .expect("valid metric");
         let backend_healthy = IntGaugeVec::new(
-            Opts::new(
-                "scalelab_balancer_backend_healthy",
-                "1 when the backend passes its health checks",
-            ),
+            Opts::new("scalelab_balancer_backend_healthy", "1 when the backend passes its health checks"),
             &["backend", "name"],
         )
         .expect("valid metric");
         let connect_failures = IntCounterVec::new(
-            Opts::new(
-                "scalelab_balancer_connect_failures_total",
-                "Failed connection attempts, by backend",
-            ),
+            Opts::new("scalelab_balancer_connect_failures_total", "Failed connection attempts, by backend"),
             &["backend"],
         )
         .expect("valid metric");
-        let retries = IntCounter::new(
-            "scalelab_balancer_retries_total",
-            "Requests retried after a failed attempt",
-        )
-        .expect("valid metric");
+        let retries =
+            IntCounter::new("scalelab_balancer_retries_total", "Requests retried after a failed attempt")
+                .expect("valid metric");
         let fail_open = IntCounter::new(
             "scalelab_balancer_fail_open_total",
             "Attempts sent to an unhealthy backend because no backend was healthy",
@@ -89,19 +78,9 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(fail_open.clone()),
         ] {
-            registry
-                .register(collector)
-                .expect("metric names are unique");
+            registry.register(collector).expect("metric names are unique");
         }
-        Metrics {
-            registry,
-            requests,
-            latency,
-            backend_healthy,
-            connect_failures,
-            retries,
-            fail_open,
-        }
+        Metrics { registry, requests, latency, backend_healthy, connect_failures, retries, fail_open }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -121,28 +100,20 @@ mod tests {
     #[test]
     fn exposition_names_every_family() {
         let m = Metrics::new();
-        m.requests
-            .with_label_values(&["127.0.0.1:8081", "200"])
-            .inc();
+        m.requests.with_label_values(&["127.0.0.1:8081", "200"]).inc();
         m.latency.observe(0.001);
-        m.backend_healthy
-            .with_label_values(&["127.0.0.1:8081", "node-1"])
-            .set(1);
-        m.connect_failures
-            .with_label_values(&["127.0.0.1:8081"])
-            .inc();
+        m.backend_healthy.with_label_values(&["127.0.0.1:8081", "node-1"]).set(1);
+        m.connect_failures.with_label_values(&["127.0.0.1:8081"]).inc();
         m.retries.inc();
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(
-            text.contains(
-                r#"scalelab_balancer_requests_total{backend="127.0.0.1:8081",code="200"} 1"#
-            ),
+            text.contains(r#"scalelab_balancer_requests_total{backend="127.0.0.1:8081",code="200"} 1"#),
             "{text}"
         );
         assert!(text.contains("scalelab_balancer_request_duration_seconds_bucket"));
-        assert!(text.contains(
-            r#"scalelab_balancer_backend_healthy{backend="127.0.0.1:8081",name="node-1"} 1"#
-        ));
+        assert!(
+            text.contains(r#"scalelab_balancer_backend_healthy{backend="127.0.0.1:8081",name="node-1"} 1"#)
+        );
         assert!(text.contains("scalelab_balancer_connect_failures_total"));
         assert!(text.contains("scalelab_balancer_retries_total 1"));
     }

@@ -57,13 +57,7 @@ impl<S: BackendSelection> Balancer<S> {
         metrics: Arc<Metrics>,
         connect_timeout: Duration,
     ) -> Balancer<S> {
-        Balancer {
-            lb,
-            roster,
-            metrics,
-            connect_timeout,
-            fail_open_turn: AtomicUsize::new(0),
-        }
+        Balancer { lb, roster, metrics, connect_timeout, fail_open_turn: AtomicUsize::new(0) }
     }
 }
 
@@ -138,23 +132,15 @@ where
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: Instant::now(),
-            backend: None,
-            entry: None,
-            failed: Vec::new(),
-        }
+        RequestCtx { started: Instant::now(), backend: None, entry: None, failed: Vec::new() }
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let backend = self.select(&ctx.failed)?;
-        let addr: SocketAddr = *backend.addr.as_inet().ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "backend is not an IP address")
-        })?;
+        let addr: SocketAddr = *backend
+            .addr
+            .as_inet()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "backend is not an IP address"))?;
         let entry = match self.roster.get(&addr) {
             Some(e) => e,
             // Discovery dropped it between selection and now; still serve the request.
@@ -174,18 +160,11 @@ where
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(client) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        else {
+        let Some(client) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) else {
             return Ok(());
         };
-        let earlier = upstream_request
-            .headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
+        let earlier =
+            upstream_request.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
         let forwarded = forwarded_for(earlier, client);
         upstream_request.insert_header(X_FORWARDED_FOR, forwarded)
     }
@@ -210,10 +189,7 @@ where
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(entry) = &ctx.entry {
-            self.metrics
-                .connect_failures
-                .with_label_values(&[entry.addr.as_str()])
-                .inc();
+            self.metrics.connect_failures.with_label_values(&[entry.addr.as_str()]).inc();
         }
         // Nothing reached the backend, so any request may go to the next one.
         ctx.exclude_current();
@@ -274,17 +250,11 @@ where
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        self.metrics
-            .latency
-            .observe(ctx.started.elapsed().as_secs_f64());
+        self.metrics.latency.observe(ctx.started.elapsed().as_secs_f64());
         let code = session.response_written().map(|r| r.status);
         match (&ctx.entry, code) {
             (Some(entry), Some(code)) => entry.record(code, &self.metrics),
-            (None, Some(code)) => self
-                .metrics
-                .requests
-                .with_label_values(&["none", code.as_str()])
-                .inc(),
+            (None, Some(code)) => self.metrics.requests.with_label_values(&["none", code.as_str()]).inc(),
             // The client went away before any response.
             (_, None) => {}
         }
@@ -295,10 +265,7 @@ where
 /// rather than timed out or sent something invalid.
 fn backend_went_away(e: &Error) -> bool {
     *e.esource() == ErrorSource::Upstream
-        && matches!(
-            e.etype(),
-            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-        )
+        && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError)
 }
 
 /// The `X-Forwarded-For` value to send upstream: the entries of earlier proxies (one header
@@ -325,15 +292,9 @@ mod tests {
     fn forwarded_for_appends_the_client() {
         let client: IpAddr = "10.0.0.9".parse().unwrap();
         assert_eq!(forwarded_for(std::iter::empty(), client), "10.0.0.9");
+        assert_eq!(forwarded_for(["203.0.113.7"].into_iter(), client), "203.0.113.7, 10.0.0.9");
         assert_eq!(
-            forwarded_for(["203.0.113.7"].into_iter(), client),
-            "203.0.113.7, 10.0.0.9"
-        );
-        assert_eq!(
-            forwarded_for(
-                ["203.0.113.7, 198.51.100.2", "192.0.2.1"].into_iter(),
-                client
-            ),
+            forwarded_for(["203.0.113.7, 198.51.100.2", "192.0.2.1"].into_iter(), client),
             "203.0.113.7, 198.51.100.2, 192.0.2.1, 10.0.0.9"
         );
         assert_eq!(forwarded_for([""].into_iter(), client), "10.0.0.9");
@@ -341,13 +302,9 @@ mod tests {
 
     #[test]
     fn broken_upstream_connections_count_as_gone() {
-        assert!(backend_went_away(&Error::new_up(
-            ErrorType::ConnectionClosed
-        )));
+        assert!(backend_went_away(&Error::new_up(ErrorType::ConnectionClosed)));
         assert!(backend_went_away(&Error::new_up(ErrorType::ReadError)));
         assert!(!backend_went_away(&Error::new_up(ErrorType::ReadTimedout)));
-        assert!(!backend_went_away(&Error::new_down(
-            ErrorType::ConnectionClosed
-        )));
+        assert!(!backend_went_away(&Error::new_down(ErrorType::ConnectionClosed)));
     }
 }

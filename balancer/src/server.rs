@@ -65,17 +65,12 @@ impl Settings {
     /// would otherwise only panic inside its service thread and keep running without it).
     pub fn check_listeners(&self) -> anyhow::Result<()> {
         if self.listen == self.admin {
-            anyhow::bail!(
-                "the client listener and the admin listener are both {}",
-                self.listen
-            );
+            anyhow::bail!("the client listener and the admin listener are both {}", self.listen);
         }
-        for (what, addr) in [
-            ("--listen (balancer.listen)", self.listen),
-            ("--admin (balancer.admin)", self.admin),
-        ] {
-            std::net::TcpListener::bind(addr)
-                .with_context(|| format!("{what}: cannot listen on {addr}"))?;
+        for (what, addr) in
+            [("--listen (balancer.listen)", self.listen), ("--admin (balancer.admin)", self.admin)]
+        {
+            std::net::TcpListener::bind(addr).with_context(|| format!("{what}: cannot listen on {addr}"))?;
         }
         Ok(())
     }
@@ -118,10 +113,7 @@ impl Settings {
             work_stealing: self.threads() > 1,
             grace_period_seconds: Some(1),
             graceful_shutdown_timeout_seconds: Some(2),
-            pid_file: scratch
-                .join(format!("scalelab-balancer-{pid}.pid"))
-                .to_string_lossy()
-                .into_owned(),
+            pid_file: scratch.join(format!("scalelab-balancer-{pid}.pid")).to_string_lossy().into_owned(),
             upgrade_sock: scratch
                 .join(format!("scalelab-balancer-{pid}.sock"))
                 .to_string_lossy()
@@ -157,12 +149,8 @@ where
     };
     let topology = Arc::new(ArcSwap::from_pointee(topology));
 
-    let discovery = TopologyDiscovery::new(
-        topology.clone(),
-        settings.mode.clone(),
-        roster.clone(),
-        metrics.clone(),
-    );
+    let discovery =
+        TopologyDiscovery::new(topology.clone(), settings.mode.clone(), roster.clone(), metrics.clone());
     let mut lb = LoadBalancer::<S>::from_backends(Backends::new(Box::new(discovery)));
     lb.set_health_check(Box::new(http_health_check(health, roster.clone())?));
     lb.health_check_frequency = Some(Duration::from_millis(health.interval_ms.max(1)));
@@ -182,11 +170,8 @@ where
 
     let connect_timeout = Duration::from_millis(health.timeout_ms.max(1));
     let balancer = Balancer::new(lb.clone(), roster.clone(), metrics.clone(), connect_timeout);
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        balancer,
-        "scalelab proxy",
-    );
+    let mut proxy =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, balancer, "scalelab proxy");
     proxy.add_tcp(&settings.listen.to_string());
     // Listen only once the first discovery pass has filled the selector, so no early
     // request meets an empty backend set.
@@ -226,10 +211,7 @@ impl BackgroundService for ReadyNotice {
     async fn start(&self, _shutdown: ShutdownWatch) {
         let deadline = Instant::now() + READY_DEADLINE;
         for addr in [self.listen, self.admin] {
-            while tokio::net::TcpStream::connect(reachable(addr))
-                .await
-                .is_err()
-            {
+            while tokio::net::TcpStream::connect(reachable(addr)).await.is_err() {
                 if Instant::now() >= deadline {
                     tracing::error!(
                         "balancer: {addr} accepts no connections after {READY_DEADLINE:?}; exiting"
@@ -252,12 +234,8 @@ impl BackgroundService for ReadyNotice {
 /// is reached through loopback).
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
         _ => addr,
     }
 }

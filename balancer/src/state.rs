@@ -38,15 +38,8 @@ impl BackendEntry {
         let addr = addr.to_string();
         let ok = metrics.requests.with_label_values(&[addr.as_str(), "200"]);
         // `ip:port` is always a valid header value (digits, dots, colons, brackets).
-        let addr_header =
-            http::HeaderValue::from_str(&addr).expect("ip:port is a valid header value");
-        BackendEntry {
-            name,
-            addr,
-            addr_header,
-            requests: AtomicU64::new(0),
-            ok,
-        }
+        let addr_header = http::HeaderValue::from_str(&addr).expect("ip:port is a valid header value");
+        BackendEntry { name, addr, addr_header, requests: AtomicU64::new(0), ok }
     }
 
     /// Counts one relayed response with HTTP status `code`.
@@ -55,10 +48,7 @@ impl BackendEntry {
         if code == http::StatusCode::OK {
             self.ok.inc();
         } else {
-            metrics
-                .requests
-                .with_label_values(&[self.addr.as_str(), code.as_str()])
-                .inc();
+            metrics.requests.with_label_values(&[self.addr.as_str(), code.as_str()]).inc();
         }
     }
 
@@ -96,9 +86,7 @@ impl Roster {
             next.insert(*addr, entry);
         }
         let unchanged = next.len() == old.len()
-            && next
-                .iter()
-                .all(|(a, e)| old.get(a).is_some_and(|o| Arc::ptr_eq(o, e)));
+            && next.iter().all(|(a, e)| old.get(a).is_some_and(|o| Arc::ptr_eq(o, e)));
         if !unchanged {
             self.entries.store(Arc::new(next));
         }
@@ -117,22 +105,13 @@ mod tests {
     fn replace_keeps_counts_of_unchanged_backends() {
         let metrics = Metrics::new();
         let roster = Roster::default();
-        roster.replace(
-            &[(addr(8081), "node-1".into()), (addr(8082), "node-2".into())],
-            &metrics,
-        );
-        roster
-            .get(&addr(8081))
-            .unwrap()
-            .record(http::StatusCode::OK, &metrics);
+        roster.replace(&[(addr(8081), "node-1".into()), (addr(8082), "node-2".into())], &metrics);
+        roster.get(&addr(8081)).unwrap().record(http::StatusCode::OK, &metrics);
 
         // node-2 leaves, node-3 joins, node-1 stays:
         //   before: {8081: node-1 (1 req), 8082: node-2}
         //   after:  {8081: node-1 (1 req), 8083: node-3}
-        roster.replace(
-            &[(addr(8081), "node-1".into()), (addr(8083), "node-3".into())],
-            &metrics,
-        );
+        roster.replace(&[(addr(8081), "node-1".into()), (addr(8083), "node-3".into())], &metrics);
         assert_eq!(roster.get(&addr(8081)).unwrap().requests(), 1);
         assert!(roster.get(&addr(8082)).is_none());
         assert_eq!(roster.get(&addr(8083)).unwrap().name, "node-3");
@@ -142,10 +121,7 @@ mod tests {
     fn first_name_wins_for_a_shared_address() {
         let metrics = Metrics::new();
         let roster = Roster::default();
-        roster.replace(
-            &[(addr(8081), "a".into()), (addr(8081), "b".into())],
-            &metrics,
-        );
+        roster.replace(&[(addr(8081), "a".into()), (addr(8081), "b".into())], &metrics);
         assert_eq!(roster.get(&addr(8081)).unwrap().name, "a");
     }
 }

@@ -142,7 +142,11 @@ pub async fn run_connection(shared: Arc<Shared>) -> Aggregate {
 /// ring no later than `stop`. It is moved only when it is set later than `stop`, or when it
 /// rings early (set for an earlier request) and `stop` is still ahead; so a busy connection
 /// re-arms about once per timeout period, not once per request.
-async fn until<T>(mut alarm: Pin<&mut tokio::time::Sleep>, stop: Instant, fut: impl Future<Output = T>) -> Option<T> {
+async fn until<T>(
+    mut alarm: Pin<&mut tokio::time::Sleep>,
+    stop: Instant,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
     let stop_tokio = tokio::time::Instant::from(stop);
     if alarm.deadline() > stop_tokio {
         alarm.as_mut().reset(stop_tokio);
@@ -169,7 +173,11 @@ fn header<'a>(parts: &'a response::Parts, name: &HeaderName) -> Option<&'a str> 
 
 /// Sends one request on the kept-alive connection (opening one if needed) and reads the whole
 /// response. Leaves `None` in `slot` when the connection can't be used again.
-async fn attempt(slot: &mut Option<Conn>, target: &Target, path: usize) -> Result<response::Parts, ErrorKind> {
+async fn attempt(
+    slot: &mut Option<Conn>,
+    target: &Target,
+    path: usize,
+) -> Result<response::Parts, ErrorKind> {
     // A kept-alive connection that the server closed since the last response is replaced
     // quietly: that is keep-alive housekeeping, not a failed request.
     if let Some(c) = slot {

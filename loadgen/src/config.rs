@@ -121,7 +121,8 @@ impl LoadConfig {
     pub fn new(url: &str, path: &str, connections: u32, requests: u64) -> Result<LoadConfig, LoadError> {
         let cfg = LoadConfig {
             url: url.parse()?,
-            mix: Mix::single(path).map_err(|e| LoadError::Invalid { flag: "--path", reason: e.to_string() })?,
+            mix: Mix::single(path)
+                .map_err(|e| LoadError::Invalid { flag: "--path", reason: e.to_string() })?,
             connections,
             duration: None,
             requests: Some(requests),
@@ -138,7 +139,8 @@ impl LoadConfig {
     pub fn from_args(args: &crate::LoadArgs) -> Result<LoadConfig, LoadError> {
         let mix = match &args.mix {
             Some(m) => m.clone(),
-            None => Mix::single(&args.path).map_err(|e| LoadError::Invalid { flag: "--path", reason: e.to_string() })?,
+            None => Mix::single(&args.path)
+                .map_err(|e| LoadError::Invalid { flag: "--path", reason: e.to_string() })?,
         };
         let duration = match (args.duration, args.requests) {
             (None, None) => Some(crate::DEFAULT_DURATION),
@@ -209,7 +211,10 @@ mod tests {
     #[test]
     fn urls() {
         let u: BaseUrl = "http://127.0.0.1:8080".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.authority.as_str(), u.prefix.as_str()), ("127.0.0.1", 8080, "127.0.0.1:8080", ""));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority.as_str(), u.prefix.as_str()),
+            ("127.0.0.1", 8080, "127.0.0.1:8080", "")
+        );
         assert_eq!(u.target("/op1"), "/op1");
 
         let u: BaseUrl = "http://localhost/api/".parse().unwrap();
@@ -219,7 +224,9 @@ mod tests {
         let u: BaseUrl = "http://[::1]:9000".parse().unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
 
-        for bad in ["127.0.0.1:8080", "https://127.0.0.1", "ftp://x", "http://h/?q=1", "http://", "http://h:x"] {
+        for bad in
+            ["127.0.0.1:8080", "https://127.0.0.1", "ftp://x", "http://h/?q=1", "http://", "http://h:x"]
+        {
             let err = bad.parse::<BaseUrl>().unwrap_err().to_string();
             assert!(err.starts_with("--url"), "{bad}: {err}");
         }

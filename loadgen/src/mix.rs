@@ -123,10 +123,13 @@ impl FromStr for Mix {
         for raw in s.split(',') {
             let entry = raw.trim();
             // The weight follows the *last* `=`, so a literal path may contain `=` in its query.
-            let (name, weight) = entry.rsplit_once('=').ok_or_else(|| MixError::MissingWeight(entry.to_string()))?;
+            let (name, weight) =
+                entry.rsplit_once('=').ok_or_else(|| MixError::MissingWeight(entry.to_string()))?;
             let weight: u32 = match weight.trim().parse() {
                 Ok(w) if w >= 1 => w,
-                _ => return Err(MixError::BadWeight { entry: entry.to_string(), weight: weight.to_string() }),
+                _ => {
+                    return Err(MixError::BadWeight { entry: entry.to_string(), weight: weight.to_string() })
+                }
             };
             let path = parse_path(name.trim(), entry)?;
             if entries.iter().any(|e| e.path == path) {
@@ -144,7 +147,8 @@ impl FromStr for Mix {
 
 /// `op1` → `/op1`; `/x?y` stays as it is; anything else is an error naming `entry`.
 fn parse_path(name: &str, entry: &str) -> Result<String, MixError> {
-    let ok_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok_name =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if name.starts_with('/') && !name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
         Ok(name.to_string())
     } else if ok_name {
@@ -224,6 +228,8 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(input.parse::<Mix>().unwrap_err(), want, "input {input:?}");
         }
-        assert!(MixError::BadWeight { entry: "op1=x".into(), weight: "x".into() }.to_string().contains("op1=x"));
+        assert!(MixError::BadWeight { entry: "op1=x".into(), weight: "x".into() }
+            .to_string()
+            .contains("op1=x"));
     }
 }

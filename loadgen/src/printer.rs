@@ -56,13 +56,18 @@ pub fn text(r: &Report) -> String {
     let _ = writeln!(o, "Requests    {} ({} ok, {} errors)", r.requests, r.ok, r.errors);
     let _ = writeln!(o, "Throughput  {:.1} req/s", r.rps);
     if r.in_flight_at_end > 0 {
-        let _ = writeln!(o, "Cut off     {} in flight when the duration ended (not counted)", r.in_flight_at_end);
+        let _ =
+            writeln!(o, "Cut off     {} in flight when the duration ended (not counted)", r.in_flight_at_end);
     }
 
     if r.responses > 0 {
         let l = &r.latency_ms;
         let _ = writeln!(o, "\nLatency (ms)");
-        let _ = writeln!(o, "  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "min", "mean", "p50", "p90", "p99", "p99.9", "max");
+        let _ = writeln!(
+            o,
+            "  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "min", "mean", "p50", "p90", "p99", "p99.9", "max"
+        );
         let _ = writeln!(
             o,
             "  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
@@ -74,7 +79,11 @@ pub fn text(r: &Report) -> String {
     }
 
     if let Some(s) = &r.schedule {
-        let _ = writeln!(o, "\nSchedule    {} planned, {} sent, {} missed, {} late (>10 ms), max lag {:.1} ms", s.planned, s.sent, s.missed, s.late, s.max_lag_ms);
+        let _ = writeln!(
+            o,
+            "\nSchedule    {} planned, {} sent, {} missed, {} late (>10 ms), max lag {:.1} ms",
+            s.planned, s.sent, s.missed, s.late, s.max_lag_ms
+        );
         if s.missed > 0 || s.late * 100 > s.sent {
             let _ = writeln!(
                 o,
@@ -96,7 +105,13 @@ pub fn text(r: &Report) -> String {
     if r.errors > 0 {
         let e = &r.error_kinds;
         let _ = writeln!(o, "\nErrors");
-        for (kind, n) in [("connect", e.connect), ("timeout", e.timeout), ("io", e.io), ("http", e.http), ("status (non-2xx)", e.status)] {
+        for (kind, n) in [
+            ("connect", e.connect),
+            ("timeout", e.timeout),
+            ("io", e.io),
+            ("http", e.http),
+            ("status (non-2xx)", e.status),
+        ] {
             if n > 0 {
                 let _ = writeln!(o, "  {:<20} {:>10} {:>7}", kind, n, pct(n, r.requests));
             }
@@ -131,7 +146,13 @@ fn served_by(o: &mut String, r: &Report) {
         }
     }
     if r.unattributed > 0 {
-        let _ = writeln!(o, "  {:<20} {:>10} {:>7}", "(no x-node)", r.unattributed, pct(r.unattributed, r.responses));
+        let _ = writeln!(
+            o,
+            "  {:<20} {:>10} {:>7}",
+            "(no x-node)",
+            r.unattributed,
+            pct(r.unattributed, r.responses)
+        );
     }
 }
 
@@ -244,7 +265,13 @@ mod tests {
         let r = Report {
             mode: Mode::Open,
             rate: Some(1000.0),
-            schedule: Some(ScheduleReport { planned: 2000, sent: 1500, missed: 500, late: 0, max_lag_ms: 40.0 }),
+            schedule: Some(ScheduleReport {
+                planned: 2000,
+                sent: 1500,
+                missed: 500,
+                late: 0,
+                max_lag_ms: 40.0,
+            }),
             ..report()
         };
         let t = text(&r);

@@ -83,7 +83,8 @@ impl Aggregate {
     /// An empty aggregate for a mix of `paths` paths.
     pub fn new(paths: usize) -> Aggregate {
         Aggregate {
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid"),
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("static histogram bounds are valid"),
             requests: 0,
             ok: 0,
             errors: ErrorCounts::default(),
@@ -126,7 +127,11 @@ impl Aggregate {
         };
         match self.served.iter_mut().find(|s| s.node == node && s.worker.as_deref() == sample.worker) {
             Some(s) => s.count += 1,
-            None => self.served.push(Served { node: node.to_string(), worker: sample.worker.map(str::to_string), count: 1 }),
+            None => self.served.push(Served {
+                node: node.to_string(),
+                worker: sample.worker.map(str::to_string),
+                count: 1,
+            }),
         }
     }
 
@@ -403,7 +408,12 @@ mod tests {
     use super::*;
 
     /// A response fixture: `status`, `ms` milliseconds, served by `node`/`worker`.
-    fn resp(status: u16, ms: u64, node: Option<&'static str>, worker: Option<&'static str>) -> Result<Sample<'static>, ErrorKind> {
+    fn resp(
+        status: u16,
+        ms: u64,
+        node: Option<&'static str>,
+        worker: Option<&'static str>,
+    ) -> Result<Sample<'static>, ErrorKind> {
         Ok(Sample { status, latency: Duration::from_millis(ms), node, worker })
     }
 

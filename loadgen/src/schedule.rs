@@ -60,9 +60,22 @@ pub struct Schedule {
 
 impl Schedule {
     /// A schedule starting at `start`. `interleave` must not be empty.
-    pub fn new(pace: Pace, start: Instant, duration: Option<Duration>, total: Option<u64>, interleave: Vec<u16>) -> Schedule {
+    pub fn new(
+        pace: Pace,
+        start: Instant,
+        duration: Option<Duration>,
+        total: Option<u64>,
+        interleave: Vec<u16>,
+    ) -> Schedule {
         assert!(!interleave.is_empty(), "a schedule needs at least one path");
-        Schedule { pace, start, deadline: duration.map(|d| start + d), total, interleave, next: AtomicU64::new(0) }
+        Schedule {
+            pace,
+            start,
+            deadline: duration.map(|d| start + d),
+            total,
+            interleave,
+            next: AtomicU64::new(0),
+        }
     }
 
     /// The pacing model.
@@ -85,7 +98,9 @@ impl Schedule {
     /// bounded only in time.
     pub fn planned(&self) -> Option<u64> {
         let by_time = match (self.pace, self.deadline) {
-            (Pace::Open { rate }, Some(deadline)) => Some(((deadline - self.start).as_secs_f64() * rate).ceil() as u64),
+            (Pace::Open { rate }, Some(deadline)) => {
+                Some(((deadline - self.start).as_secs_f64() * rate).ceil() as u64)
+            }
             _ => None,
         };
         match (by_time, self.total) {
@@ -188,7 +203,8 @@ mod tests {
     #[test]
     fn count_and_deadline_take_the_smaller() {
         let t0 = Instant::now();
-        let s = Schedule::new(Pace::Open { rate: 100.0 }, t0, Some(Duration::from_secs(10)), Some(50), vec![0]);
+        let s =
+            Schedule::new(Pace::Open { rate: 100.0 }, t0, Some(Duration::from_secs(10)), Some(50), vec![0]);
         assert_eq!(s.planned(), Some(50));
         assert_eq!(drain(&s, t0).len(), 50);
     }

@@ -67,7 +67,11 @@ impl WorkerConfig {
         };
         let id = number(ENV_WORKER_ID, "worker id (1 or more)")?;
         if id == 0 {
-            return Err(ConfigError::Invalid { name: ENV_WORKER_ID, value: "0".into(), what: "worker id (1 or more)" });
+            return Err(ConfigError::Invalid {
+                name: ENV_WORKER_ID,
+                value: "0".into(),
+                what: "worker id (1 or more)",
+            });
         }
         let lifeline_fd = number(ENV_LIFELINE_FD, "file descriptor")?;
         Ok(WorkerConfig {

@@ -122,8 +122,9 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
             args.max_cpu_ms
         );
     }
-    hyper::header::HeaderValue::from_str(&args.name)
-        .map_err(|_| anyhow::anyhow!("--name {:?} must be printable ASCII (it is sent as a header)", args.name))?;
+    hyper::header::HeaderValue::from_str(&args.name).map_err(|_| {
+        anyhow::anyhow!("--name {:?} must be printable ASCII (it is sent as a header)", args.name)
+    })?;
     if let Some(dir) = &args.cgroup {
         join_cgroup(dir)?;
     }

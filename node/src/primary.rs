@@ -163,7 +163,12 @@ impl Arbiter {
 
         match exit {
             Exit::Signal(sig) => {
-                tracing::info!("node {} stopping ({}): draining {} workers", self.name, sig.name(), self.workers.len());
+                tracing::info!(
+                    "node {} stopping ({}): draining {} workers",
+                    self.name,
+                    sig.name(),
+                    self.workers.len()
+                );
                 self.stop(&mut sig_rx).await;
                 tracing::info!("node {} stopped", self.name);
                 Ok(())
@@ -286,7 +291,11 @@ impl Arbiter {
                     self.on_exit(worker, status, now);
                 }
                 Err(e) => {
-                    tracing::warn!(worker = self.workers[i].id, pid = self.workers[i].pid, "cannot poll worker: {e}");
+                    tracing::warn!(
+                        worker = self.workers[i].id,
+                        pid = self.workers[i].pid,
+                        "cannot poll worker: {e}"
+                    );
                     i += 1;
                 }
             }
@@ -341,7 +350,12 @@ impl Arbiter {
             .filter(|&i| self.workers[i].state == State::Running && self.workers[i].id > self.desired)
             .collect();
         for i in surplus {
-            tracing::info!(worker = self.workers[i].id, pid = self.workers[i].pid, "stopping worker {}", self.workers[i].id);
+            tracing::info!(
+                worker = self.workers[i].id,
+                pid = self.workers[i].pid,
+                "stopping worker {}",
+                self.workers[i].id
+            );
             self.kill_worker(i, Signal::SIGTERM);
         }
         // Too few: fill every empty slot whose backoff allows it.
@@ -367,7 +381,11 @@ impl Arbiter {
             .filter(|&i| matches!(self.workers[i].state, State::Stopping { deadline } if now >= deadline))
             .collect();
         for i in overdue {
-            tracing::warn!(worker = self.workers[i].id, pid = self.workers[i].pid, "grace period over; SIGKILL");
+            tracing::warn!(
+                worker = self.workers[i].id,
+                pid = self.workers[i].pid,
+                "grace period over; SIGKILL"
+            );
             self.kill_worker(i, Signal::SIGKILL);
         }
     }

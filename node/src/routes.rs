@@ -129,7 +129,10 @@ impl App {
             }
             Err(e) => {
                 tracing::error!(error = %e, "reading the thread CPU clock failed");
-                self.json(StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": format!("thread CPU clock: {e}") }))
+                self.json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": format!("thread CPU clock: {e}") }),
+                )
             }
         }
     }
@@ -148,10 +151,7 @@ impl App {
 
 /// The CPU milliseconds an `/op2` request asks for: `cpu_ms` from the query, else `default`.
 pub fn cpu_ms_param(query: Option<&str>, default: u64, max: u64) -> Result<u64, CpuQueryError> {
-    let asked = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("cpu_ms="));
+    let asked = query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| pair.strip_prefix("cpu_ms="));
     let Some(text) = asked else { return Ok(default) };
     let asked: u64 = text.parse().map_err(|_| CpuQueryError::NotANumber(text.to_string()))?;
     if asked > max {
@@ -206,7 +206,10 @@ mod tests {
         assert_eq!(cpu_ms_param(Some("x=1"), 20, 1000), Ok(20));
         assert_eq!(cpu_ms_param(Some("x=1&cpu_ms=50"), 20, 1000), Ok(50));
         assert_eq!(cpu_ms_param(Some("cpu_ms=1000"), 20, 1000), Ok(1000));
-        assert_eq!(cpu_ms_param(Some("cpu_ms=1001"), 20, 1000), Err(CpuQueryError::OverMax { asked: 1001, max: 1000 }));
+        assert_eq!(
+            cpu_ms_param(Some("cpu_ms=1001"), 20, 1000),
+            Err(CpuQueryError::OverMax { asked: 1001, max: 1000 })
+        );
         assert_eq!(cpu_ms_param(Some("cpu_ms=-1"), 20, 1000), Err(CpuQueryError::NotANumber("-1".into())));
         assert_eq!(cpu_ms_param(Some("cpu_ms="), 20, 1000), Err(CpuQueryError::NotANumber(String::new())));
     }

@@ -52,7 +52,8 @@ impl Sig {
 pub fn install() -> anyhow::Result<mpsc::UnboundedReceiver<Sig>> {
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     for sig in [Sig::Term, Sig::Int, Sig::Ttin, Sig::Ttou, Sig::Hup, Sig::Chld] {
-        let mut stream = signal(sig.kind()).with_context(|| format!("installing the {} handler", sig.name()))?;
+        let mut stream =
+            signal(sig.kind()).with_context(|| format!("installing the {} handler", sig.name()))?;
         let sig_tx = sig_tx.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {

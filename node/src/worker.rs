@@ -24,9 +24,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// the process with [`EXIT_BOOT_FAILED`].
 pub fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-    let booted = runtime
-        .context("building the worker's event loop")
-        .and_then(|rt| boot(&rt).map(|parts| (rt, parts)));
+    let booted =
+        runtime.context("building the worker's event loop").and_then(|rt| boot(&rt).map(|parts| (rt, parts)));
     let (runtime, (config, listener, app, stop)) = match booted {
         Ok(parts) => parts,
         Err(e) => {

@@ -77,7 +77,11 @@ async fn supervise(file: PathBuf, topology: Topology) -> anyhow::Result<()> {
 }
 
 /// Supervises the started lab until a signal: reaps and respawns children, applies edits.
-async fn run_lab(lab: &mut Lab, sigint: &mut tokio::signal::unix::Signal, sigterm: &mut tokio::signal::unix::Signal) {
+async fn run_lab(
+    lab: &mut Lab,
+    sigint: &mut tokio::signal::unix::Signal,
+    sigterm: &mut tokio::signal::unix::Signal,
+) {
     let mut watch = TopologyWatch::new(&lab.file);
     let _ = watch.poll(); // the content just loaded
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -124,7 +128,8 @@ impl Slot {
         let status = self.proc.as_mut()?.try_wait()?;
         self.proc = None;
         self.crashes = if self.started.elapsed() > STABLE_AFTER { 1 } else { self.crashes + 1 };
-        let delay = BACKOFF_START.saturating_mul(1 << self.crashes.min(16).saturating_sub(1)).min(BACKOFF_MAX);
+        let delay =
+            BACKOFF_START.saturating_mul(1 << self.crashes.min(16).saturating_sub(1)).min(BACKOFF_MAX);
         self.respawn_at = Some(Instant::now() + delay);
         Some(format!("{status}; restarting in {delay:.1?}"))
     }
@@ -230,7 +235,8 @@ impl Lab {
                 Err(e) => eprintln!("scalelab up: {e:#}"),
             }
         }
-        let due: Vec<Replica> = self.nodes.values().filter(|(_, s)| s.due()).map(|(r, _)| r.clone()).collect();
+        let due: Vec<Replica> =
+            self.nodes.values().filter(|(_, s)| s.due()).map(|(r, _)| r.clone()).collect();
         for r in due {
             let cgroup = self.cgroup_for(&r);
             match spawn_node(&self.file, &self.topology, &r, cgroup) {

@@ -32,12 +32,26 @@ pub fn render(v: &View) -> String {
     let b = &v.topology.balancer;
     let mut out = String::new();
     let workers: usize = v.nodes.iter().map(|(r, _)| r.workers).sum();
-    let _ = writeln!(out, "scalelab lab from {}: {} node(s), {workers} worker(s)", v.file.display(), v.nodes.len());
-    let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", "NODE", "ADDRESS", "WORKERS", "CPUS", "PID");
+    let _ = writeln!(
+        out,
+        "scalelab lab from {}: {} node(s), {workers} worker(s)",
+        v.file.display(),
+        v.nodes.len()
+    );
+    let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  PID", "NODE", "ADDRESS", "WORKERS", "CPUS");
     for (r, p) in &v.nodes {
-        let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", r.name, r.listen, r.workers, cpus(r.cpus), pid(*p));
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<22} {:>7} {:>5}  {}",
+            r.name,
+            r.listen,
+            r.workers,
+            cpus(r.cpus),
+            pid(*p)
+        );
     }
-    let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", "balancer", b.listen, "", "", pid(v.balancer_pid));
+    let _ =
+        writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", "balancer", b.listen, "", "", pid(v.balancer_pid));
     let _ = writeln!(out, "traffic:  http://{}/op1  http://{}/op2", b.listen, b.listen);
     let _ = writeln!(out, "admin:    http://{}/metrics  http://{}/state", b.admin, b.admin);
     match v.caps {

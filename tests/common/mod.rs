@@ -99,7 +99,8 @@ impl Proc {
 
     /// Like `spawn`, but stdout and stderr are collected (and echoed) for `output()`.
     pub fn spawn_capturing(args: &[&str]) -> Proc {
-        let mut child = scalelab(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scalelab");
+        let mut child =
+            scalelab(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scalelab");
         let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let readers: Vec<Box<dyn std::io::Read + Send>> =
             vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
@@ -280,7 +281,8 @@ pub fn repo_path(rel: &str) -> PathBuf {
 /// Runs `scalelab ARGS...` to completion (bounded by `deadline`) and returns (exit code,
 /// stdout, stderr).
 pub fn run_scalelab(args: &[&str], deadline: Duration) -> (i32, String, String) {
-    let mut child = scalelab(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scalelab");
+    let mut child =
+        scalelab(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scalelab");
     let end = Instant::now() + deadline;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > end {
@@ -302,8 +304,9 @@ pub fn load_json(args: &[&str], deadline: Duration) -> serde_json::Value {
     let mut full = vec!["load", "--json", "--no-progress"];
     full.extend_from_slice(args);
     let (code, stdout, stderr) = run_scalelab(&full, deadline);
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("load report is not JSON ({e}); exit {code}\nstdout: {stdout}\nstderr: {stderr}"))
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("load report is not JSON ({e}); exit {code}\nstdout: {stdout}\nstderr: {stderr}")
+    })
 }
 
 /// The state letter and parent pid from `/proc/PID/stat`.

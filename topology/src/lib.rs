@@ -19,7 +19,7 @@ pub mod watch;
 
 pub use error::{Problem, TopologyError};
 pub use model::{
-    Algorithm, BackendTarget, BalancerConfig, DiscoveryMode, HealthCheckConfig, NodeGroup, Replica,
-    Topology, Workload,
+    Algorithm, BackendTarget, BalancerConfig, DiscoveryMode, HealthCheckConfig, NodeGroup, Replica, Topology,
+    Workload,
 };
 pub use watch::TopologyWatch;

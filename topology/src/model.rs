@@ -164,7 +164,8 @@ impl Topology {
     /// Parses and validates a YAML document; every problem is reported, with positions.
     pub fn from_yaml(src: &str) -> Result<Topology, TopologyError> {
         let invalid = |problems| TopologyError::Invalid { file: None, problems };
-        let value: serde_yaml::Value = serde_yaml::from_str(src).map_err(|e| invalid(vec![syntax_problem(&e)]))?;
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(src).map_err(|e| invalid(vec![syntax_problem(&e)]))?;
         let spans = Spans::index(src);
         let topology: Topology = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = clean_path(&e.path().to_string());
@@ -219,7 +220,10 @@ impl Topology {
             DiscoveryMode::Dns { prefix } => self
                 .nodes
                 .iter()
-                .map(|g| BackendTarget { name: g.name.clone(), addr: format!("{prefix}{}:{}", g.name, g.port) })
+                .map(|g| BackendTarget {
+                    name: g.name.clone(),
+                    addr: format!("{prefix}{}:{}", g.name, g.port),
+                })
                 .collect(),
         }
     }
@@ -232,7 +236,11 @@ impl Topology {
 
 /// serde_path_to_error writes `nodes[0].workers` already; the root is `.`.
 fn clean_path(p: &str) -> String {
-    if p == "." { String::new() } else { p.to_string() }
+    if p == "." {
+        String::new()
+    } else {
+        p.to_string()
+    }
 }
 
 /// A YAML syntax error, with serde_yaml's own position.
@@ -364,13 +372,20 @@ nodes:
     fn bad_cpus_and_listen() {
         let p = only_problem(&GOOD.replace("cpus: 2.0", "cpus: -1"), "nodes[0].cpus", 13);
         assert!(p.message.contains("greater than 0"));
-        let p = only_problem(&GOOD.replace("listen: 127.0.0.1:8080", "listen: localhost:80x"), "balancer.listen", 2);
+        let p = only_problem(
+            &GOOD.replace("listen: 127.0.0.1:8080", "listen: localhost:80x"),
+            "balancer.listen",
+            2,
+        );
         assert!(p.message.contains("socket address"), "{}", p.message);
     }
 
     #[test]
     fn every_semantic_problem_is_reported() {
-        let src = GOOD.replace("workers: 4", "workers: 0").replace("port: 8091", "port: 8081").replace("cpus: 2.0", "cpus: 0");
+        let src = GOOD
+            .replace("workers: 4", "workers: 0")
+            .replace("port: 8091", "port: 8081")
+            .replace("cpus: 2.0", "cpus: 0");
         let p = problems(&src);
         let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["nodes[0].workers", "nodes[0].cpus", "nodes[1].port"], "{p:#?}");
@@ -404,7 +419,9 @@ nodes:
             .in_file("topology.yaml".into());
         let text = err.to_string();
         assert!(
-            text.contains("topology.yaml: line 12 column 5: nodes[0].workers: expected 1 to 64 workers, found 0"),
+            text.contains(
+                "topology.yaml: line 12 column 5: nodes[0].workers: expected 1 to 64 workers, found 0"
+            ),
             "{text}"
         );
     }

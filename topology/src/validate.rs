@@ -59,11 +59,7 @@ fn check_balancer(t: &Topology, out: &mut Problems) {
         "balancer.health_check.interval_ms",
         format!("expected at least 50 ms, found {}", hc.interval_ms),
     );
-    out.require(
-        hc.timeout_ms >= 1,
-        "balancer.health_check.timeout_ms",
-        "expected at least 1 ms, found 0",
-    );
+    out.require(hc.timeout_ms >= 1, "balancer.health_check.timeout_ms", "expected at least 1 ms, found 0");
     out.require(
         hc.unhealthy_after >= 1,
         "balancer.health_check.unhealthy_after",
@@ -160,8 +156,11 @@ fn check_port_clashes(t: &Topology, out: &mut Problems) {
             if shares_loopback_port(addr, range(i)) {
                 out.add(
                     format!("nodes[{i}].port"),
-                    format!("expected ports apart from balancer.{field} ({addr}); node ports are {}..={}",
-                        range(i).start, range(i).end - 1),
+                    format!(
+                        "expected ports apart from balancer.{field} ({addr}); node ports are {}..={}",
+                        range(i).start,
+                        range(i).end - 1
+                    ),
                 );
             }
         }
@@ -177,6 +176,7 @@ fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
     let charset = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let replica_like = name.rsplit_once('-').is_some_and(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    let replica_like =
+        name.rsplit_once('-').is_some_and(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
     starts_with_letter && charset && !name.ends_with('-') && !replica_like && name.len() <= 40
 }
