@@ -188,7 +188,8 @@ impl Lab {
         }
         restart_slot(&mut self.balancer, spawn_balancer(&self.file)?);
         let b = &self.topology.balancer;
-        for addr in ready::listening(&[b.listen, b.admin], READY_WAIT).await {
+        // The admin listener needs no wait of its own: `balancer_sees` retries until it answers.
+        for addr in ready::listening(&[b.listen], READY_WAIT).await {
             eprintln!("scalelab up: balancer {addr} is not accepting connections after {READY_WAIT:?}");
         }
         let names: Vec<String> = self.nodes.keys().cloned().collect();
