@@ -202,7 +202,7 @@ fn cpu_caps_make_two_small_nodes_beat_one_big_one() {
     // The cap is a ceiling, so it holds however busy the machine is: uncapped, 4 workers on
     // 2 cores would serve about 100 req/s.
     assert!(big <= 32.0, "a node capped at 0.5 core should serve at most ~25 req/s, got {big:.1}");
-    assert!(big >= 5.0, "the capped node barely served: {big:.1} req/s");
+    assert!(big >= 15.0, "a node capped at 0.5 core should serve ~25 req/s, got {big:.1}");
 
     // Two small nodes can use a whole core between them, but only if the machine has it to
     // spare: a busy neighbour takes CPU from them (never adds any), so the best of up to three
