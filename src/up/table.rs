@@ -23,6 +23,13 @@ pub fn cpus(c: Option<f64>) -> String {
     c.map_or_else(|| "-".to_string(), |c| format!("{c:?}"))
 }
 
+/// The topology file as the user knows it: relative to the working directory when it is
+/// inside it (`topology.yaml`), absolute otherwise.
+fn shown(file: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    file.strip_prefix(&cwd).unwrap_or(file).display().to_string()
+}
+
 fn pid(p: Option<u32>) -> String {
     p.map_or_else(|| "(restarting)".to_string(), |p| p.to_string())
 }
@@ -32,12 +39,8 @@ pub fn render(v: &View) -> String {
     let b = &v.topology.balancer;
     let mut out = String::new();
     let workers: usize = v.nodes.iter().map(|(r, _)| r.workers).sum();
-    let _ = writeln!(
-        out,
-        "scalelab lab from {}: {} node(s), {workers} worker(s)",
-        v.file.display(),
-        v.nodes.len()
-    );
+    let _ =
+        writeln!(out, "scalelab lab from {}: {} node(s), {workers} worker(s)", shown(v.file), v.nodes.len());
     let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  PID", "NODE", "ADDRESS", "WORKERS", "CPUS");
     for (r, p) in &v.nodes {
         let _ = writeln!(
@@ -61,6 +64,6 @@ pub fn render(v: &View) -> String {
             let _ = writeln!(out, "CPU caps: NOT enforced, nodes run uncapped ({why})");
         }
     }
-    let _ = write!(out, "Edit {} to change the lab live; Ctrl-C stops everything.", v.file.display());
+    let _ = write!(out, "Edit {} to change the lab live; Ctrl-C stops everything.", shown(v.file));
     out
 }
