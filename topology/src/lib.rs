@@ -6,12 +6,14 @@
 //! - [`error`]: `TopologyError` and `Problem`: every problem with its field path, line and column.
 //! - [`spans`]: where each key sits in the source text, so validation errors can point at it.
 //! - [`validate`]: the rules a parsed topology must satisfy beyond its types.
+//! - [`limits`]: every bound those rules hold a topology to.
 //! - [`watch`]: `TopologyWatch`, polling the file for edits.
 //!
 //! Parsing is two steps, as in `Topology::from_yaml`: serde builds the types (syntax, unknown
 //! fields, wrong types), then `validate` checks what types cannot say (workers 0, port clashes).
 
 pub mod error;
+pub mod limits;
 pub mod model;
 pub mod spans;
 pub mod validate;

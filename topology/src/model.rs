@@ -7,12 +7,16 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Problem, TopologyError};
+use crate::limits::MAX_FILE_BYTES;
 use crate::spans::Spans;
 
 /// The whole lab: one balancer, the work the nodes do, and the node groups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
+    /// Allow ports below 1024 (privileged) for the balancer and the nodes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_privileged_ports: bool,
     pub balancer: BalancerConfig,
     #[serde(default)]
     pub workload: Workload,
@@ -34,6 +38,17 @@ pub struct BalancerConfig {
     /// Proxy worker threads.
     #[serde(default = "one")]
     pub threads: usize,
+    /// Milliseconds a client has to send its whole request head, from its first byte (or from
+    /// the connection's start); a slower client is answered 408 and closed.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Milliseconds an idle client connection is kept between two requests.
+    #[serde(default = "default_keepalive_timeout_ms")]
+    pub keepalive_timeout_ms: u64,
+    /// Client connections held at once; more are closed as soon as they are accepted (the
+    /// balancer may lower it to fit its file-descriptor limit, and says so).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// How the balancer picks a backend among the healthy ones.
@@ -88,21 +103,56 @@ impl Default for HealthCheckConfig {
     }
 }
 
-/// What the endpoints cost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the endpoints cost, and how much work a node worker accepts at once. The node runs
+/// with exactly this type (its flags and its workers' settings are this struct).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// CPU milliseconds one `/op2` request burns.
     #[serde(default = "default_op2_cpu_ms")]
+    #[cfg_attr(feature = "cli", arg(long = "op2-cpu-ms", default_value_t = default_op2_cpu_ms()))]
     pub op2_cpu_ms: u64,
     /// Cap on the per-request `?cpu_ms=` override, in milliseconds.
     #[serde(default = "default_max_cpu_ms")]
+    #[cfg_attr(feature = "cli", arg(long = "max-cpu-ms", default_value_t = default_max_cpu_ms()))]
     pub max_cpu_ms: u64,
+    /// `/op2` requests one worker holds waiting for its CPU (beyond the one it is burning);
+    /// more are shed at once with 503 and `Retry-After`.
+    #[serde(default = "default_max_queue")]
+    #[cfg_attr(feature = "cli", arg(long = "max-queue", default_value_t = default_max_queue()))]
+    pub max_queue: usize,
 }
 
 impl Default for Workload {
     fn default() -> Self {
-        Workload { op2_cpu_ms: default_op2_cpu_ms(), max_cpu_ms: default_max_cpu_ms() }
+        Workload {
+            op2_cpu_ms: default_op2_cpu_ms(),
+            max_cpu_ms: default_max_cpu_ms(),
+            max_queue: default_max_queue(),
+        }
+    }
+}
+
+impl Workload {
+    /// What is wrong with these costs, as (field, message) pairs; empty when they are valid.
+    /// The topology's validation and a node's own flags both use it.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        use crate::limits::{MAX_CPU_MS, MAX_QUEUE};
+        let mut out = Vec::new();
+        if !(1..=MAX_CPU_MS).contains(&self.max_cpu_ms) {
+            out.push(("max_cpu_ms", format!("expected 1 to {MAX_CPU_MS} ms, found {}", self.max_cpu_ms)));
+        }
+        if self.op2_cpu_ms < 1 || self.op2_cpu_ms > self.max_cpu_ms {
+            out.push((
+                "op2_cpu_ms",
+                format!("expected 1 to max_cpu_ms ({}) ms, found {}", self.max_cpu_ms, self.op2_cpu_ms),
+            ));
+        }
+        if !(1..=MAX_QUEUE).contains(&self.max_queue) {
+            out.push(("max_queue", format!("expected 1 to {MAX_QUEUE} requests, found {}", self.max_queue)));
+        }
+        out
     }
 }
 
@@ -161,16 +211,23 @@ pub struct BackendTarget {
 pub const NODE_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 impl Topology {
-    /// Parses and validates a YAML document; every problem is reported, with positions.
+    /// Parses and validates a YAML document; every problem is reported, with positions. A
+    /// leading byte-order mark is allowed (editors on some systems write one).
     pub fn from_yaml(src: &str) -> Result<Topology, TopologyError> {
+        let src = src.strip_prefix('\u{feff}').unwrap_or(src);
         let invalid = |problems| TopologyError::Invalid { file: None, problems };
+        if let Some(second) = crate::spans::second_document(src) {
+            return Err(invalid(vec![second]));
+        }
         let value: serde_yaml::Value =
-            serde_yaml::from_str(src).map_err(|e| invalid(vec![syntax_problem(&e)]))?;
+            serde_yaml::from_str(src).map_err(|e| invalid(vec![syntax_problem(&e, src)]))?;
         let spans = Spans::index(src);
         let topology: Topology = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = clean_path(&e.path().to_string());
-            let (line, column) = spans.find(&path).unzip();
-            invalid(vec![Problem { path, line, column, message: e.into_inner().to_string() }])
+            let (line, column) = spans.find(&path).unwrap_or((1, 1));
+            let problem =
+                Problem { path, line: Some(line), column: Some(column), message: e.into_inner().to_string() };
+            invalid(vec![problem])
         })?;
         let problems = crate::validate::problems(&topology, &spans);
         if problems.is_empty() {
@@ -180,11 +237,54 @@ impl Topology {
         }
     }
 
+    /// Parses and validates the raw bytes of a topology file: at most
+    /// [`MAX_FILE_BYTES`](crate::limits::MAX_FILE_BYTES) of UTF-8, then [`Topology::from_yaml`].
+    /// A byte that is not UTF-8 is reported with its line and column.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Topology, TopologyError> {
+        let invalid = |problem| TopologyError::Invalid { file: None, problems: vec![problem] };
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(invalid(Problem {
+                path: String::new(),
+                line: Some(1),
+                column: Some(1),
+                message: format!(
+                    "expected a topology of at most {MAX_FILE_BYTES} bytes, found {} bytes",
+                    bytes.len()
+                ),
+            }));
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Topology::from_yaml(text),
+            Err(e) => {
+                let valid = &bytes[..e.valid_up_to()];
+                let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+                let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+                let byte = bytes[e.valid_up_to()];
+                Err(invalid(Problem {
+                    path: String::new(),
+                    line: Some(line),
+                    column: Some(column),
+                    message: format!("expected UTF-8 text, found byte 0x{byte:02x} that is not UTF-8"),
+                }))
+            }
+        }
+    }
+
     /// Reads, parses and validates a topology file.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let src = std::fs::read_to_string(path)
-            .map_err(|error| TopologyError::Io { path: path.to_path_buf(), error })?;
-        Topology::from_yaml(&src).map_err(|e| e.in_file(path.to_path_buf()))
+        let bytes = read_bounded(path)?;
+        Topology::from_bytes(&bytes).map_err(|e| e.in_file(path.to_path_buf()))
+    }
+
+    /// The topology as YAML that [`Topology::from_yaml`] reads back to an equal value.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a topology always serializes to YAML")
+    }
+
+    /// Processes the lab runs: each node's primary and workers, and the balancer.
+    pub fn processes(&self) -> usize {
+        1 + self.nodes.iter().map(|g| g.replicas.saturating_mul(g.workers.saturating_add(1))).sum::<usize>()
     }
 
     /// The group called `name`.
@@ -243,8 +343,20 @@ fn clean_path(p: &str) -> String {
     }
 }
 
-/// A YAML syntax error, with serde_yaml's own position.
-fn syntax_problem(e: &serde_yaml::Error) -> Problem {
+/// Reads at most one byte more than a topology may have, so a huge file is refused without
+/// reading it all.
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, TopologyError> {
+    use std::io::Read;
+    let io = |error| TopologyError::Io { path: path.to_path_buf(), error };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+/// A YAML syntax error, with serde_yaml's own position (or the end of the text when it has
+/// none, e.g. an empty document).
+fn syntax_problem(e: &serde_yaml::Error, src: &str) -> Problem {
     let loc = e.location();
     let mut message = e.to_string();
     // serde_yaml appends " at line L column C" to its message; the Problem carries it already.
@@ -254,10 +366,11 @@ fn syntax_problem(e: &serde_yaml::Error) -> Problem {
             message.replace_range(pos..pos + suffix.len(), "");
         }
     }
+    let end = (src.lines().count().max(1), src.lines().last().map_or(0, |l| l.chars().count()) + 1);
     Problem {
         path: String::new(),
-        line: loc.as_ref().map(|l| l.line()),
-        column: loc.as_ref().map(|l| l.column()),
+        line: Some(loc.as_ref().map_or(end.0, |l| l.line())),
+        column: Some(loc.as_ref().map_or(end.1, |l| l.column())),
         message: format!("YAML syntax: {message}"),
     }
 }
@@ -281,7 +394,19 @@ fn default_op2_cpu_ms() -> u64 {
     20
 }
 fn default_max_cpu_ms() -> u64 {
-    1000
+    200
+}
+fn default_max_queue() -> usize {
+    32
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_keepalive_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    4096
 }
 
 #[cfg(test)]
@@ -371,7 +496,7 @@ nodes:
     #[test]
     fn bad_cpus_and_listen() {
         let p = only_problem(&GOOD.replace("cpus: 2.0", "cpus: -1"), "nodes[0].cpus", 13);
-        assert!(p.message.contains("greater than 0"));
+        assert!(p.message.contains("from 0.01 to 1024"), "{}", p.message);
         let p = only_problem(
             &GOOD.replace("listen: 127.0.0.1:8080", "listen: localhost:80x"),
             "balancer.listen",
@@ -410,6 +535,97 @@ nodes:
         let p = only_problem(&GOOD.replace("name: big", "name: big-2"), "nodes[0].name", 10);
         assert!(p.message.contains("'-<number>'"));
         only_problem(&GOOD.replace("name: small", "name: big"), "nodes[1].name", 15);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let t = Topology::from_yaml(&format!("\u{feff}{GOOD}")).unwrap();
+        assert_eq!(t, Topology::from_yaml(GOOD).unwrap());
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_placed() {
+        let mut bytes = GOOD.as_bytes().to_vec();
+        let at = GOOD.find("workers: 4").unwrap() + "workers: ".len();
+        bytes[at] = 0xff;
+        let p = Topology::from_bytes(&bytes).unwrap_err().problems().to_vec();
+        assert_eq!((p[0].line, p[0].column), (Some(12), Some(14)), "{p:#?}");
+        assert!(p[0].message.contains("0xff"), "{p:#?}");
+    }
+
+    #[test]
+    fn a_second_document_is_placed() {
+        let p = problems(&format!("{GOOD}---\n{GOOD}"));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].line, Some(19), "{p:#?}");
+        assert!(p[0].message.contains("expected one YAML document"), "{p:#?}");
+    }
+
+    #[test]
+    fn empty_and_oversized_files_are_placed() {
+        let p = problems("");
+        assert!(p[0].line.is_some() && p[0].column.is_some(), "{p:#?}");
+        let big = format!("{GOOD}#{}\n", "x".repeat(MAX_FILE_BYTES));
+        let p = Topology::from_bytes(big.as_bytes()).unwrap_err().problems().to_vec();
+        assert!(p[0].message.contains("at most 1048576 bytes"), "{p:#?}");
+    }
+
+    #[test]
+    fn limits_are_named_in_the_errors() {
+        let cases = [
+            (
+                "algorithm: round_robin",
+                "algorithm: round_robin\n  threads: 1000000",
+                "balancer.threads",
+                "per core",
+            ),
+            ("cpus: 2.0", "cpus: 1e-300", "nodes[0].cpus", "from 0.01"),
+            (
+                "interval_ms: 1000",
+                "interval_ms: 18446744073709551615",
+                "balancer.health_check.interval_ms",
+                "50 to 300000 ms",
+            ),
+            ("listen: 127.0.0.1:8080", "listen: 127.0.0.1:80", "balancer.listen", "allow_privileged_ports"),
+            ("port: 8091", "port: 0", "nodes[1].port", "1024 to 65535, found 0"),
+            ("max_cpu_ms: 1000", "max_cpu_ms: 60000", "workload.max_cpu_ms", "1 to 10000 ms"),
+            ("path: /health", "path: \"/a b\"", "balancer.health_check.path", "URI path"),
+            (
+                "replicas: 1\n    workers: 4",
+                "replicas: 64\n    workers: 63",
+                "nodes",
+                "at most 256 processes",
+            ),
+        ];
+        for (from, to, path, words) in cases {
+            let src = GOOD.replacen(from, to, 1);
+            let p = problems(&src);
+            let hit = p.iter().find(|p| p.path == path).unwrap_or_else(|| panic!("{to}: {p:#?}"));
+            assert!(hit.message.contains(words), "{to}: {hit:#?}");
+            assert!(hit.line.is_some() && hit.column.is_some(), "{hit:#?}");
+        }
+        let allowed =
+            format!("allow_privileged_ports: true\n{}", GOOD.replace("127.0.0.1:8080", "127.0.0.1:80"));
+        assert!(Topology::from_yaml(&allowed).is_ok());
+    }
+
+    #[test]
+    fn thousands_of_groups_are_refused_quickly() {
+        let mut src = String::from("balancer: { listen: 127.0.0.1:8080, admin: 127.0.0.1:9090 }\nnodes:\n");
+        for i in 0..20_000 {
+            src.push_str(&format!("  - {{ name: g{i}x, replicas: 1, workers: 1, port: 10000 }}\n"));
+        }
+        let started = std::time::Instant::now();
+        let p = problems(&src);
+        assert!(p.iter().any(|p| p.message.contains("at most 32 node groups")), "{:#?}", &p[..3]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn to_yaml_reads_back_equal() {
+        let t = Topology::from_yaml(GOOD).unwrap();
+        assert_eq!(Topology::from_yaml(&t.to_yaml()).unwrap(), t);
+        assert_eq!(t.processes(), 1 + (4 + 1) + 3 * (1 + 1));
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
+use crate::error::Problem;
+
 /// Field path → (line, column), both 1-based.
 #[derive(Debug, Default)]
 pub struct Spans {
@@ -37,6 +39,34 @@ impl Spans {
             p = &p[..cut];
         }
     }
+}
+
+/// The problem of a text holding more than one YAML document, at the line where the second
+/// one starts; `None` for a single document (or text yaml-rust2 cannot parse, which serde then
+/// reports as a syntax error).
+pub fn second_document(src: &str) -> Option<Problem> {
+    #[derive(Default)]
+    struct Starts(Vec<Marker>);
+    impl MarkedEventReceiver for Starts {
+        fn on_event(&mut self, ev: Event, mark: Marker) {
+            if matches!(ev, Event::DocumentStart) {
+                self.0.push(mark);
+            }
+        }
+    }
+    let mut starts = Starts::default();
+    Parser::new_from_str(src).load(&mut starts, true).ok()?;
+    let second = starts.0.get(1)?;
+    Some(Problem {
+        path: String::new(),
+        line: Some(second.line().max(1)),
+        column: Some(second.col() + 1),
+        message: format!(
+            "expected one YAML document, found {}: a second one starts here (remove this `---` \
+             and what follows, or put it in a file of its own)",
+            starts.0.len()
+        ),
+    })
 }
 
 /// One open container while walking the event stream.
@@ -134,6 +164,15 @@ mod tests {
         assert_eq!(s.find("list[1].n"), Some((7, 5)));
         // A missing key points at its nearest ancestor.
         assert_eq!(s.find("list[1].missing"), Some((6, 5)));
+    }
+
+    #[test]
+    fn a_second_document_is_found_with_its_line() {
+        assert!(second_document("a: 1\nb: 2\n").is_none());
+        assert!(second_document("---\na: 1\n").is_none());
+        let p = second_document("a: 1\n---\nb: 2\n").unwrap();
+        assert_eq!(p.line, Some(2), "{p:?}");
+        assert!(p.message.contains("found 2"), "{p:?}");
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! The rules a topology must follow beyond its types. Each broken rule becomes a `Problem`
 //! naming the field, where it is, and what was expected; all of them are collected.
+//!
+//! The rule behind the rules: whatever passes here must run. Anything a node or the balancer
+//! would refuse at start (a health path that is not a URI, a thread count the machine cannot
+//! spawn) is refused here first, so a live edit that `scalelab check` accepts never stops the
+//! lab. The bounds themselves live in [`crate::limits`].
 
 use std::net::SocketAddr;
 
 use crate::error::Problem;
+use crate::limits::{self, *};
 use crate::model::{Topology, NODE_HOST};
 use crate::spans::Spans;
-
-/// Upper bounds that keep a typo (workers: 4000) from taking the machine down.
-const MAX_WORKERS: usize = 64;
-const MAX_REPLICAS: usize = 64;
-const MAX_CPU_MS: u64 = 60_000;
 
 /// Every rule `t` breaks; empty when it is valid.
 pub fn problems(t: &Topology, spans: &Spans) -> Vec<Problem> {
@@ -18,6 +19,7 @@ pub fn problems(t: &Topology, spans: &Spans) -> Vec<Problem> {
     check_balancer(t, &mut out);
     check_workload(t, &mut out);
     check_nodes(t, &mut out);
+    check_size(t, &mut out);
     out.list
 }
 
@@ -28,105 +30,144 @@ struct Problems<'a> {
 
 impl Problems<'_> {
     fn add(&mut self, path: String, message: String) {
-        let (line, column) = self.spans.find(&path).unzip();
-        self.list.push(Problem { path, line, column, message });
+        let (line, column) = self.spans.find(&path).unwrap_or((1, 1));
+        self.list.push(Problem { path, line: Some(line), column: Some(column), message });
     }
 
     /// Adds a problem unless `ok`.
-    fn require(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
+    fn require(&mut self, ok: bool, path: impl Into<String>, message: impl FnOnce() -> String) {
         if !ok {
-            self.add(path.into(), message.into());
+            self.add(path.into(), message());
         }
+    }
+
+    /// Requires `value` in `lo..=hi`, naming the unit in the message.
+    fn in_range(&mut self, value: u64, (lo, hi): (u64, u64), path: &str, unit: &str) {
+        self.require((lo..=hi).contains(&value), path, || {
+            format!("expected {lo} to {hi} {unit}, found {value}")
+        });
     }
 }
 
 fn check_balancer(t: &Topology, out: &mut Problems) {
     let b = &t.balancer;
-    out.require(
-        b.listen != b.admin,
-        "balancer.admin",
-        format!("expected a different address than balancer.listen, found {} for both", b.admin),
-    );
-    out.require(b.threads >= 1, "balancer.threads", "expected at least 1 thread, found 0");
+    out.require(b.listen != b.admin, "balancer.admin", || {
+        format!("expected a different address than balancer.listen, found {} for both", b.admin)
+    });
+    for (field, addr) in [("balancer.listen", b.listen), ("balancer.admin", b.admin)] {
+        check_port(t, addr.port(), field, out);
+    }
+    let max_threads = limits::max_threads();
+    out.require((1..=max_threads).contains(&b.threads), "balancer.threads", || {
+        format!(
+            "expected 1 to {max_threads} threads ({THREADS_PER_CORE} per core of this machine's {}), found {}",
+            limits::cores(),
+            b.threads
+        )
+    });
+    out.in_range(b.header_timeout_ms, HEADER_TIMEOUT_MS, "balancer.header_timeout_ms", "ms");
+    out.in_range(b.keepalive_timeout_ms, KEEPALIVE_TIMEOUT_MS, "balancer.keepalive_timeout_ms", "ms");
+    out.require((1..=MAX_CONNECTIONS).contains(&b.max_connections), "balancer.max_connections", || {
+        format!("expected 1 to {MAX_CONNECTIONS} connections, found {}", b.max_connections)
+    });
     let hc = &b.health_check;
-    out.require(
-        hc.path.starts_with('/'),
-        "balancer.health_check.path",
-        format!("expected a path starting with '/', found {:?}", hc.path),
-    );
-    out.require(
-        hc.interval_ms >= 50,
+    if let Err(why) = check_health_path(&hc.path) {
+        out.add("balancer.health_check.path".into(), format!("expected {why}, found {:?}", hc.path));
+    }
+    out.in_range(
+        hc.interval_ms,
+        (MIN_HEALTH_INTERVAL_MS, MAX_HEALTH_MS),
         "balancer.health_check.interval_ms",
-        format!("expected at least 50 ms, found {}", hc.interval_ms),
+        "ms",
     );
-    out.require(hc.timeout_ms >= 1, "balancer.health_check.timeout_ms", "expected at least 1 ms, found 0");
-    out.require(
-        hc.unhealthy_after >= 1,
-        "balancer.health_check.unhealthy_after",
-        "expected at least 1 failed check, found 0",
-    );
-    out.require(
-        hc.healthy_after >= 1,
-        "balancer.health_check.healthy_after",
-        "expected at least 1 passed check, found 0",
-    );
+    out.in_range(hc.timeout_ms, (1, MAX_HEALTH_MS), "balancer.health_check.timeout_ms", "ms");
+    let streak = (1, MAX_HEALTH_STREAK as u64);
+    out.in_range(hc.unhealthy_after as u64, streak, "balancer.health_check.unhealthy_after", "failed checks");
+    out.in_range(hc.healthy_after as u64, streak, "balancer.health_check.healthy_after", "passed checks");
+}
+
+/// A health-check path the balancer can send: what it parses into (an `http::Uri` in origin
+/// form) and how long it may be. `Err` says what was expected.
+pub fn check_health_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("a path starting with '/'".into());
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!("a path of at most {MAX_PATH_BYTES} bytes"));
+    }
+    match path.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme().is_none() && uri.authority().is_none() => Ok(()),
+        _ => Err("a URI path (no spaces or control characters; escape others as %XX)".into()),
+    }
+}
+
+/// Ports 1..1024 need `allow_privileged_ports: true`; port 0 would pick a random port, which
+/// nothing could then reach.
+fn check_port(t: &Topology, port: u16, path: &str, out: &mut Problems) {
+    if port == 0 {
+        out.add(path.into(), "expected a port number from 1024 to 65535, found 0".into());
+    } else if port < FIRST_UNPRIVILEGED_PORT && !t.allow_privileged_ports {
+        out.add(
+            path.into(),
+            format!(
+                "expected a port from {FIRST_UNPRIVILEGED_PORT} to 65535, found {port} (a privileged port; \
+                 set `allow_privileged_ports: true` at the top of the file to use it)"
+            ),
+        );
+    }
 }
 
 fn check_workload(t: &Topology, out: &mut Problems) {
-    let w = &t.workload;
-    out.require(
-        (1..=MAX_CPU_MS).contains(&w.max_cpu_ms),
-        "workload.max_cpu_ms",
-        format!("expected 1 to {MAX_CPU_MS} ms, found {}", w.max_cpu_ms),
-    );
-    out.require(
-        w.op2_cpu_ms >= 1 && w.op2_cpu_ms <= w.max_cpu_ms,
-        "workload.op2_cpu_ms",
-        format!("expected 1 to max_cpu_ms ({}) ms, found {}", w.max_cpu_ms, w.op2_cpu_ms),
-    );
+    for (field, message) in t.workload.problems() {
+        out.add(format!("workload.{field}"), message);
+    }
 }
 
 fn check_nodes(t: &Topology, out: &mut Problems) {
-    out.require(!t.nodes.is_empty(), "nodes", "expected at least one node group, found none");
-    for (i, g) in t.nodes.iter().enumerate() {
+    out.require(!t.nodes.is_empty(), "nodes", || "expected at least one node group, found none".into());
+    out.require(t.nodes.len() <= MAX_GROUPS, "nodes", || {
+        format!("expected at most {MAX_GROUPS} node groups, found {}", t.nodes.len())
+    });
+    for (i, g) in t.nodes.iter().enumerate().take(MAX_GROUPS) {
         let at = |field: &str| format!("nodes[{i}].{field}");
-        out.require(
-            valid_name(&g.name),
-            at("name"),
+        out.require(valid_name(&g.name), at("name"), || {
             format!(
-                "expected lowercase letters, digits and '-', starting with a letter and not ending \
-                 in '-<number>' (replicas get that suffix), found {:?}",
+                "expected lowercase letters, digits and '-', starting with a letter, at most 40 long and \
+                 not ending in '-<number>' (replicas get that suffix), found {:?}",
                 g.name
-            ),
-        );
+            )
+        });
         if let Some(first) = t.nodes[..i].iter().position(|o| o.name == g.name) {
             out.add(at("name"), format!("expected a unique name, {:?} is also nodes[{first}]", g.name));
         }
-        out.require(
-            (1..=MAX_REPLICAS).contains(&g.replicas),
-            at("replicas"),
-            format!("expected 1 to {MAX_REPLICAS} replicas, found {}", g.replicas),
-        );
-        out.require(
-            (1..=MAX_WORKERS).contains(&g.workers),
-            at("workers"),
-            format!("expected 1 to {MAX_WORKERS} workers, found {}", g.workers),
-        );
+        out.in_range(g.replicas as u64, (1, MAX_REPLICAS as u64), &at("replicas"), "replicas");
+        out.in_range(g.workers as u64, (1, MAX_WORKERS as u64), &at("workers"), "workers");
         if let Some(cpus) = g.cpus {
-            out.require(
-                cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0,
-                at("cpus"),
-                format!("expected a number of cores greater than 0 (e.g. 0.5), found {cpus}"),
-            );
+            out.require(cpus.is_finite() && (MIN_CPUS..=MAX_CPUS).contains(&cpus), at("cpus"), || {
+                format!("expected a number of cores from {MIN_CPUS} to {MAX_CPUS} (e.g. 0.5), found {cpus}")
+            });
         }
-        let last = g.port as usize + g.replicas.max(1) - 1;
-        out.require(
-            g.port >= 1 && last <= u16::MAX as usize,
-            at("port"),
-            format!("expected ports {}..={last} to fit in 1..=65535", g.port),
-        );
+        let last = g.port as usize + g.replicas.clamp(1, MAX_REPLICAS) - 1;
+        if last > u16::MAX as usize {
+            out.add(at("port"), format!("expected ports {}..={last} to fit in 1024..=65535", g.port));
+        } else {
+            check_port(t, g.port, &at("port"), out);
+        }
     }
-    check_port_clashes(t, out);
+    if t.nodes.len() <= MAX_GROUPS {
+        check_port_clashes(t, out);
+    }
+}
+
+/// The whole lab's process count: big topologies are refused as a whole, naming the total.
+fn check_size(t: &Topology, out: &mut Problems) {
+    let processes = t.processes();
+    out.require(processes <= MAX_PROCESSES, "nodes", || {
+        format!(
+            "expected at most {MAX_PROCESSES} processes in the whole lab (each node is a primary plus its \
+             workers, plus one balancer), found {processes}"
+        )
+    });
 }
 
 /// Natively a group takes ports `port ..= port + replicas - 1` on loopback; no two groups may
@@ -134,7 +175,7 @@ fn check_nodes(t: &Topology, out: &mut Problems) {
 fn check_port_clashes(t: &Topology, out: &mut Problems) {
     let range = |i: usize| {
         let g = &t.nodes[i];
-        g.port as usize..g.port as usize + g.replicas.max(1)
+        g.port as usize..g.port as usize + g.replicas.clamp(1, MAX_REPLICAS)
     };
     for i in 0..t.nodes.len() {
         for j in 0..i {
@@ -179,4 +220,19 @@ fn valid_name(name: &str) -> bool {
     let replica_like =
         name.rsplit_once('-').is_some_and(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
     starts_with_letter && charset && !name.ends_with('-') && !replica_like && name.len() <= 40
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_paths_must_be_uri_paths() {
+        assert!(check_health_path("/health").is_ok());
+        assert!(check_health_path("/health?deep=1").is_ok());
+        assert!(check_health_path("/a%20b").is_ok());
+        assert!(check_health_path("/a b").unwrap_err().contains("URI path"));
+        assert!(check_health_path("health").unwrap_err().contains("starting with '/'"));
+        assert!(check_health_path(&format!("/{}", "a".repeat(2000))).unwrap_err().contains("at most"));
+    }
 }

@@ -5,14 +5,14 @@
 use std::path::PathBuf;
 
 use crate::error::TopologyError;
-use crate::model::Topology;
+use crate::model::{read_bounded, Topology};
 
 /// Remembers the last content seen so each edit is reported once.
 #[derive(Debug)]
 pub struct TopologyWatch {
     path: PathBuf,
     /// The content last returned; `None` before the first poll.
-    last: Option<String>,
+    last: Option<Vec<u8>>,
 }
 
 impl TopologyWatch {
@@ -30,21 +30,21 @@ impl TopologyWatch {
     /// the last poll; the first poll always returns `Some`. An unreadable file is reported
     /// once, until it changes again.
     pub fn poll(&mut self) -> Option<Result<Topology, TopologyError>> {
-        let content = match std::fs::read_to_string(&self.path) {
+        let content = match read_bounded(&self.path) {
             Ok(c) => c,
-            Err(source) => {
-                let marker = format!("\0unreadable: {source}");
-                if self.last.as_deref() == Some(marker.as_str()) {
+            Err(e) => {
+                let marker = format!("\0unreadable: {e}").into_bytes();
+                if self.last.as_deref() == Some(marker.as_slice()) {
                     return None;
                 }
                 self.last = Some(marker);
-                return Some(Err(TopologyError::Io { path: self.path.clone(), error: source }));
+                return Some(Err(e));
             }
         };
-        if self.last.as_deref() == Some(content.as_str()) {
+        if self.last.as_deref() == Some(content.as_slice()) {
             return None;
         }
-        let parsed = Topology::from_yaml(&content).map_err(|e| e.in_file(self.path.clone()));
+        let parsed = Topology::from_bytes(&content).map_err(|e| e.in_file(self.path.clone()));
         self.last = Some(content);
         Some(parsed)
     }
