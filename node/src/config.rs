@@ -3,14 +3,16 @@
 
 use std::time::Duration;
 
+use scalelab_topology::Workload;
+
 /// Exit code of a worker that could not boot (bad environment, no inherited socket, no event
 /// loop). The primary does not respawn it: it would fail the same way, in a storm.
 pub const EXIT_BOOT_FAILED: i32 = 3;
 
 const ENV_WORKER_ID: &str = "SCALELAB_WORKER_ID";
 const ENV_NODE: &str = "SCALELAB_NODE";
-const ENV_OP2_CPU_MS: &str = "SCALELAB_OP2_CPU_MS";
-const ENV_MAX_CPU_MS: &str = "SCALELAB_MAX_CPU_MS";
+/// The topology's `workload`, as JSON: one variable for the one type.
+const ENV_WORKLOAD: &str = "SCALELAB_WORKLOAD";
 const ENV_GRACE_MS: &str = "SCALELAB_GRACE_MS";
 const ENV_LIFELINE_FD: &str = "SCALELAB_LIFELINE_FD";
 
@@ -21,10 +23,8 @@ pub struct WorkerConfig {
     pub id: usize,
     /// Replica name (`x-node`).
     pub node: String,
-    /// CPU milliseconds of a plain `/op2`.
-    pub op2_cpu_ms: u64,
-    /// Cap on `?cpu_ms=`.
-    pub max_cpu_ms: u64,
+    /// What `/op2` costs and how many requests may wait for the CPU.
+    pub workload: Workload,
     /// How long the worker drains in-flight requests once told to stop.
     pub grace: Duration,
     /// Read end of the lifeline pipe; EOF means the primary is gone.
@@ -46,8 +46,7 @@ impl WorkerConfig {
         vec![
             (ENV_WORKER_ID, self.id.to_string()),
             (ENV_NODE, self.node.clone()),
-            (ENV_OP2_CPU_MS, self.op2_cpu_ms.to_string()),
-            (ENV_MAX_CPU_MS, self.max_cpu_ms.to_string()),
+            (ENV_WORKLOAD, serde_json::to_string(&self.workload).expect("a workload serializes")),
             (ENV_GRACE_MS, self.grace.as_millis().to_string()),
             (ENV_LIFELINE_FD, self.lifeline_fd.to_string()),
         ]
@@ -74,11 +73,16 @@ impl WorkerConfig {
             });
         }
         let lifeline_fd = number(ENV_LIFELINE_FD, "file descriptor")?;
+        let workload = text(ENV_WORKLOAD)?;
+        let workload = serde_json::from_str(&workload).map_err(|_| ConfigError::Invalid {
+            name: ENV_WORKLOAD,
+            value: workload,
+            what: "workload (JSON)",
+        })?;
         Ok(WorkerConfig {
             id: id as usize,
             node: text(ENV_NODE)?,
-            op2_cpu_ms: number(ENV_OP2_CPU_MS, "number of milliseconds")?,
-            max_cpu_ms: number(ENV_MAX_CPU_MS, "number of milliseconds")?,
+            workload,
             grace: Duration::from_millis(number(ENV_GRACE_MS, "number of milliseconds")?),
             lifeline_fd: i32::try_from(lifeline_fd).map_err(|_| ConfigError::Invalid {
                 name: ENV_LIFELINE_FD,
@@ -99,8 +103,7 @@ mod tests {
         WorkerConfig {
             id: 2,
             node: "node-1".into(),
-            op2_cpu_ms: 20,
-            max_cpu_ms: 1000,
+            workload: Workload::default(),
             grace: Duration::from_millis(5000),
             lifeline_fd: 4,
         }
@@ -116,11 +119,11 @@ mod tests {
     #[test]
     fn names_the_bad_variable() {
         let mut env: HashMap<_, _> = sample().to_env().into_iter().collect();
-        env.insert(ENV_OP2_CPU_MS, "fast".into());
+        env.insert(ENV_WORKLOAD, "fast".into());
         let err = WorkerConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
-        assert!(err.to_string().contains("SCALELAB_OP2_CPU_MS=\"fast\""), "{err}");
+        assert!(err.to_string().contains("SCALELAB_WORKLOAD=\"fast\""), "{err}");
         env.remove(ENV_NODE);
-        env.insert(ENV_OP2_CPU_MS, "20".into());
+        env.insert(ENV_WORKLOAD, serde_json::to_string(&Workload::default()).unwrap());
         let err = WorkerConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
         assert!(err.to_string().contains("SCALELAB_NODE is not set"), "{err}");
     }

@@ -7,7 +7,8 @@
 //! - `config`: what a worker is told by its primary, and the environment variables that carry it.
 //! - `listener`: binding the shared socket in the primary, passing it as fd 3, taking it back in
 //!   the worker.
-//! - `lifeline`: how a worker notices its primary is gone (parent-death signal and a pipe).
+//! - [`lifeline`]: how a child notices its supervisor is gone (parent-death signal and a pipe);
+//!   every supervisor in scalelab arms its children with [`lifeline::arm_parent_death_signal`].
 //! - `primary`: the supervisor, gunicorn-arbiter style: `spawn_worker`, `reap_workers`,
 //!   `kill_worker`, `manage_workers`, all driven from one select loop.
 //! - `signals`: the primary's signal intake; handlers only enqueue.
@@ -15,6 +16,8 @@
 //! - `watch`: applying the topology file's group (`workers`) and `workload` to this node.
 //! - `worker`: a worker's single-threaded runtime, its fair accept loop and graceful drain.
 //! - `routes`: the HTTP endpoints (`/op1`, `/op2`, `/health`, `/info`).
+//! - `cpu_queue`: a worker's CPU: `/op2` burns one at a time in arrival order, a bounded
+//!   queue in front, and load shedding (503 + `Retry-After`) beyond it.
 //! - `cpu`: the thread CPU clock, and burning an exact amount of it for `/op2`.
 //!
 //! Workers are never `fork()`ed from a process that runs tokio: the primary re-executes its own
@@ -23,7 +26,8 @@
 mod backoff;
 mod config;
 mod cpu;
-mod lifeline;
+mod cpu_queue;
+pub mod lifeline;
 mod listener;
 mod primary;
 mod routes;
@@ -36,11 +40,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use scalelab_topology::Workload;
 
 pub use config::EXIT_BOOT_FAILED;
 
-/// Flags of `scalelab node`: one replica, i.e. a primary and its workers on one port.
-#[derive(Debug, Clone, clap::Args)]
+/// Flags of `scalelab node`: one replica, i.e. a primary and its workers on one port. The
+/// type owns its command line both ways: clap parses it, [`NodeArgs::to_args`] writes it for
+/// whoever starts a node (`scalelab up`, the compose renderer).
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct NodeArgs {
     /// Replica name, sent in every response's `x-node` header (e.g. node-1). `{hostname}` is
     /// replaced by the machine's host name: containers of one service share a command line,
@@ -56,13 +63,10 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub workers: usize,
 
-    /// CPU milliseconds one `/op2` request burns.
-    #[arg(long, default_value_t = 20)]
-    pub op2_cpu_ms: u64,
-
-    /// Largest `?cpu_ms=` override `/op2` accepts, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    pub max_cpu_ms: u64,
+    /// What `/op2` costs (`--op2-cpu-ms`, `--max-cpu-ms`) and how many requests a worker
+    /// queues (`--max-queue`); the topology's `workload`, when `--topology` is given, wins.
+    #[command(flatten)]
+    pub workload: Workload,
 
     /// Milliseconds a stopping worker may spend finishing in-flight requests before SIGKILL.
     #[arg(long, default_value_t = 5000)]
@@ -76,9 +80,10 @@ pub struct NodeArgs {
     #[arg(long, requires = "topology")]
     pub group: Option<String>,
 
-    /// Cgroup directory the primary joins before starting workers, so they inherit its CPU cap.
+    /// Cgroup directories the primary joins before starting workers, so they inherit its CPU
+    /// cap and are accounted together (one per cgroup hierarchy; repeat the flag).
     #[arg(long, hide = true)]
-    pub cgroup: Option<PathBuf>,
+    pub cgroup: Vec<PathBuf>,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -90,9 +95,52 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 impl NodeArgs {
+    /// Flags for `name` on `listen`, everything else at its default.
+    pub fn new(name: impl Into<String>, listen: SocketAddr) -> NodeArgs {
+        NodeArgs {
+            name: name.into(),
+            listen,
+            workers: 1,
+            workload: Workload::default(),
+            grace_ms: 5000,
+            topology: None,
+            group: None,
+            cgroup: Vec::new(),
+        }
+    }
+
     /// The topology group this node follows: `--group`, or the name without `-<digits>`.
     pub fn group_name(&self) -> String {
         self.group.clone().unwrap_or_else(|| default_group(&self.name).to_string())
+    }
+
+    /// The argv after `scalelab node` that parses back into these flags. Flags at their
+    /// default are left out, so a rendered command line shows only what was chosen.
+    pub fn to_args(&self) -> Vec<String> {
+        let defaults = NodeArgs::new("", self.listen);
+        let mut args =
+            vec!["--name".to_string(), self.name.clone(), "--listen".into(), self.listen.to_string()];
+        let mut flag = |name: &str, value: String, default: String| {
+            if value != default {
+                args.extend([name.to_string(), value]);
+            }
+        };
+        let (w, d) = (&self.workload, &defaults.workload);
+        flag("--workers", self.workers.to_string(), defaults.workers.to_string());
+        flag("--op2-cpu-ms", w.op2_cpu_ms.to_string(), d.op2_cpu_ms.to_string());
+        flag("--max-cpu-ms", w.max_cpu_ms.to_string(), d.max_cpu_ms.to_string());
+        flag("--max-queue", w.max_queue.to_string(), d.max_queue.to_string());
+        flag("--grace-ms", self.grace_ms.to_string(), defaults.grace_ms.to_string());
+        if let Some(p) = &self.topology {
+            args.extend(["--topology".to_string(), p.display().to_string()]);
+        }
+        if let Some(g) = &self.group {
+            args.extend(["--group".to_string(), g.clone()]);
+        }
+        for dir in &self.cgroup {
+            args.extend(["--cgroup".to_string(), dir.display().to_string()]);
+        }
+        args
     }
 }
 
@@ -115,17 +163,13 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         let host = nix::unistd::gethostname().context("--name uses {hostname}: cannot read the host name")?;
         args.name = args.name.replace("{hostname}", &host.to_string_lossy());
     }
-    if args.op2_cpu_ms > args.max_cpu_ms {
-        anyhow::bail!(
-            "--op2-cpu-ms {} exceeds --max-cpu-ms {}; raise --max-cpu-ms or lower --op2-cpu-ms",
-            args.op2_cpu_ms,
-            args.max_cpu_ms
-        );
+    if let Some((field, why)) = args.workload.problems().into_iter().next() {
+        anyhow::bail!("--{}: {why}", field.replace('_', "-"));
     }
     hyper::header::HeaderValue::from_str(&args.name).map_err(|_| {
         anyhow::anyhow!("--name {:?} must be printable ASCII (it is sent as a header)", args.name)
     })?;
-    if let Some(dir) = &args.cgroup {
+    for dir in &args.cgroup {
         join_cgroup(dir)?;
     }
     let socket = listener::bind(args.listen).with_context(|| format!("--listen {}", args.listen))?;
@@ -139,8 +183,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         exe,
         name: args.name.clone(),
         workers: args.workers,
-        op2_cpu_ms: args.op2_cpu_ms,
-        max_cpu_ms: args.max_cpu_ms,
+        workload: args.workload,
         grace: Duration::from_millis(args.grace_ms),
         topology: args.topology.clone().map(|path| watch::NodeWatch::new(path, args.group_name())),
         socket,
@@ -174,6 +217,25 @@ mod tests {
         assert_eq!(default_group("node-"), "node-");
         assert_eq!(default_group("node-x1"), "node-x1");
         assert_eq!(default_group("-3"), "-3");
+    }
+
+    #[test]
+    fn to_args_parses_back_into_the_same_flags() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let mut args = NodeArgs::new("node-3", "127.0.0.1:8083".parse().unwrap());
+        args.workers = 4;
+        args.workload.max_queue = 7;
+        args.topology = Some("/tmp/t.yaml".into());
+        args.group = Some("node".into());
+        args.cgroup = vec!["/sys/fs/cgroup/cpu/x".into(), "/sys/fs/cgroup/cpuacct/x".into()];
+        let argv = std::iter::once("node".to_string()).chain(args.to_args());
+        assert_eq!(<Cli as clap::Parser>::try_parse_from(argv).unwrap().node, args);
+        let plain = NodeArgs::new("node-1", "0.0.0.0:8081".parse().unwrap());
+        assert_eq!(plain.to_args(), ["--name", "node-1", "--listen", "0.0.0.0:8081"]);
     }
 
     #[test]

@@ -27,7 +27,8 @@ use crate::config::{WorkerConfig, EXIT_BOOT_FAILED};
 use crate::lifeline::{self, Lifeline, LIFELINE_FD};
 use crate::listener;
 use crate::signals::{self, Sig};
-use crate::watch::{Costs, NodeWatch};
+use crate::watch::NodeWatch;
+use scalelab_topology::Workload;
 
 /// How often the loop reaps, reconciles and checks deadlines without being woken by a signal.
 const TICK: Duration = Duration::from_millis(100);
@@ -46,8 +47,8 @@ pub struct Settings {
     pub name: String,
     /// Initial worker count (the topology, if given, overrides it).
     pub workers: usize,
-    pub op2_cpu_ms: u64,
-    pub max_cpu_ms: u64,
+    /// What workers start with (the topology, if given, overrides it).
+    pub workload: Workload,
     /// Drain deadline of a stopping worker.
     pub grace: Duration,
     pub topology: Option<NodeWatch>,
@@ -97,7 +98,8 @@ pub struct Arbiter {
     socket: Socket,
     lifeline: Lifeline,
     grace: Duration,
-    costs: Costs,
+    /// What workers are started with; an edit bumps `generation` and rolls them.
+    workload: Workload,
     /// Bumped by SIGHUP and by workload edits: workers of older generations are replaced.
     generation: u64,
     /// The worker count wanted; `manage_workers` makes it so.
@@ -121,7 +123,7 @@ impl Arbiter {
             socket: settings.socket,
             lifeline: settings.lifeline,
             grace: settings.grace,
-            costs: Costs { op2_cpu_ms: settings.op2_cpu_ms, max_cpu_ms: settings.max_cpu_ms },
+            workload: settings.workload,
             generation: 0,
             desired: settings.workers.clamp(1, MAX_WORKERS),
             workers: Vec::new(),
@@ -219,15 +221,13 @@ impl Arbiter {
         if let Some(workers) = change.workers {
             self.set_desired(workers, &why);
         }
-        if let Some(costs) = change.costs.filter(|c| *c != self.costs) {
+        if let Some(workload) = change.workload.filter(|w| *w != self.workload) {
             tracing::info!(
-                "topology workload: op2_cpu_ms {} -> {}, max_cpu_ms {} -> {}; replacing workers one at a time",
-                self.costs.op2_cpu_ms,
-                costs.op2_cpu_ms,
-                self.costs.max_cpu_ms,
-                costs.max_cpu_ms
+                "topology workload: {:?} -> {:?}; replacing workers one at a time",
+                self.workload,
+                workload
             );
-            self.costs = costs;
+            self.workload = workload;
             self.generation += 1;
         }
     }
@@ -238,8 +238,7 @@ impl Arbiter {
         let config = WorkerConfig {
             id,
             node: self.name.clone(),
-            op2_cpu_ms: self.costs.op2_cpu_ms,
-            max_cpu_ms: self.costs.max_cpu_ms,
+            workload: self.workload,
             grace: self.grace,
             lifeline_fd: LIFELINE_FD,
         };

@@ -3,9 +3,10 @@
 //! | route        | does                                                            |
 //! |--------------|-----------------------------------------------------------------|
 //! | `GET /op1`   | answers at once: `{node, worker, pid}`                          |
-//! | `GET /op2`   | burns `op2_cpu_ms` of thread CPU (`?cpu_ms=N` overrides, capped) |
+//! | `GET /op2`   | burns `op2_cpu_ms` of thread CPU (`?cpu_ms=N` overrides, capped);  |
+//! |              | 503 + `Retry-After` when `max_queue` requests already wait     |
 //! | `GET /health`| `{"status":"ok"}`                                               |
-//! | `GET /info`  | node, worker, pid, uptime, requests served, X-Forwarded-For seen |
+//! | `GET /info`  | node, worker, pid, uptime, requests served and shed, queue, XFF  |
 //!
 //! Handlers run on the worker's only thread, so `/op2` blocks the whole worker while it burns:
 //! that is the Node.js event-loop lesson the lab is about.
@@ -15,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
+use scalelab_topology::Workload;
 use serde_json::json;
 
 use crate::config::WorkerConfig;
-use crate::cpu;
+use crate::cpu_queue::{CpuQueue, Refused};
 
 /// The response type of every route.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -28,6 +30,12 @@ pub type HttpResponse = Response<Full<Bytes>>;
 static X_NODE: HeaderName = HeaderName::from_static("x-node");
 static X_WORKER: HeaderName = HeaderName::from_static("x-worker");
 static X_PID: HeaderName = HeaderName::from_static("x-pid");
+/// Marks a response as shed by a full queue (the balancer counts these).
+static X_SHED: HeaderName = HeaderName::from_static("x-shed");
+
+/// Seconds a shed client is told to wait before retrying: about the time a full queue of
+/// default /op2 requests takes to drain.
+const RETRY_AFTER_S: u32 = 1;
 
 /// One worker's identity, settings and counters, shared by all its connections.
 #[derive(Debug)]
@@ -35,11 +43,14 @@ pub struct App {
     node: String,
     worker: usize,
     pid: u32,
-    op2_cpu_ms: u64,
-    max_cpu_ms: u64,
+    workload: Workload,
+    /// This worker's CPU: `/op2` burns queue here.
+    cpu: CpuQueue,
     started: Instant,
     /// Requests answered by this worker (any route, any status).
     served: AtomicU64,
+    /// `/op2` requests refused because the queue was full.
+    shed: AtomicU64,
     /// The identity headers, built once: they are the same on every response.
     identity: [(HeaderName, HeaderValue); 3],
 }
@@ -54,18 +65,19 @@ pub enum CpuQueryError {
 }
 
 impl App {
-    /// The app of worker `config.id` in process `pid`.
-    pub fn new(config: &WorkerConfig, pid: u32) -> anyhow::Result<App> {
+    /// The app of worker `config.id` in process `pid`, burning `/op2` CPU through `cpu`.
+    pub fn new(config: &WorkerConfig, pid: u32, cpu: CpuQueue) -> anyhow::Result<App> {
         let node = HeaderValue::from_str(&config.node)
             .map_err(|_| anyhow::anyhow!("node name {:?} is not a valid header value", config.node))?;
         Ok(App {
             node: config.node.clone(),
             worker: config.id,
             pid,
-            op2_cpu_ms: config.op2_cpu_ms,
-            max_cpu_ms: config.max_cpu_ms,
+            workload: config.workload,
+            cpu,
             started: Instant::now(),
             served: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             identity: [
                 (X_NODE.clone(), node),
                 (X_WORKER.clone(), HeaderValue::from(config.id)),
@@ -75,11 +87,13 @@ impl App {
     }
 
     /// Answers one request.
-    pub fn handle<B>(&self, req: &Request<B>) -> HttpResponse {
+    pub async fn handle<B>(&self, req: &Request<B>) -> HttpResponse {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let route = req.uri().path();
         let known = matches!(route, "/op1" | "/op2" | "/health" | "/info");
-        let mut resp = if !known {
+        let mut resp = if let Some(why) = ambiguous_authority(req) {
+            self.json(StatusCode::BAD_REQUEST, json!({ "error": why }))
+        } else if !known {
             self.json(StatusCode::NOT_FOUND, json!({ "error": format!("no route {route}") }))
         } else if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = self.json(
@@ -91,7 +105,7 @@ impl App {
         } else {
             match route {
                 "/op1" => self.json(StatusCode::OK, self.identity_json()),
-                "/op2" => self.op2(req.uri().query()),
+                "/op2" => self.op2(req.uri().query()).await,
                 "/health" => self.json(StatusCode::OK, json!({ "status": "ok" })),
                 _ => self.json(
                     StatusCode::OK,
@@ -101,10 +115,15 @@ impl App {
                         "pid": self.pid,
                         "uptime_s": self.started.elapsed().as_secs_f64(),
                         "requests": served,
-                        "op2_cpu_ms": self.op2_cpu_ms,
-                        "max_cpu_ms": self.max_cpu_ms,
+                        "shed": self.shed.load(Ordering::Relaxed),
+                        "queued": self.cpu.waiting(),
+                        "op2_cpu_ms": self.workload.op2_cpu_ms,
+                        "max_cpu_ms": self.workload.max_cpu_ms,
+                        "max_queue": self.workload.max_queue,
                         // What a proxy in front said about the client (the balancer appends it).
                         "forwarded_for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+                        // The Host this request carried (the balancer sets one if the client did not).
+                        "host": req.headers().get(HOST).and_then(|v| v.to_str().ok()),
                     }),
                 ),
             }
@@ -115,24 +134,43 @@ impl App {
         resp
     }
 
-    fn op2(&self, query: Option<&str>) -> HttpResponse {
-        let cpu_ms = match cpu_ms_param(query, self.op2_cpu_ms, self.max_cpu_ms) {
+    async fn op2(&self, query: Option<&str>) -> HttpResponse {
+        let w = &self.workload;
+        let cpu_ms = match cpu_ms_param(query, w.op2_cpu_ms, w.max_cpu_ms) {
             Ok(ms) => ms,
             Err(e) => return self.json(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
         };
-        match cpu::burn(Duration::from_millis(cpu_ms)) {
-            Ok(used) => {
+        match self.cpu.burn(Duration::from_millis(cpu_ms)).await {
+            Ok(Ok(used)) => {
                 let mut body = self.identity_json();
                 body["requested_cpu_ms"] = json!(cpu_ms);
                 body["cpu_ms"] = json!((used.as_secs_f64() * 1e5).round() / 100.0);
                 self.json(StatusCode::OK, body)
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "reading the thread CPU clock failed");
                 self.json(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     json!({ "error": format!("thread CPU clock: {e}") }),
                 )
+            }
+            Err(Refused::Full { waiting }) => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                let mut r = self.json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({
+                        "error": format!(
+                            "worker busy: {waiting} requests already wait for its CPU (max_queue {}); \
+                             retry after {RETRY_AFTER_S} s", w.max_queue
+                        )
+                    }),
+                );
+                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+                r.headers_mut().insert(X_SHED.clone(), HeaderValue::from_static("queue-full"));
+                r
+            }
+            Err(Refused::Closed) => {
+                self.json(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "worker shutting down" }))
             }
         }
     }
@@ -149,6 +187,21 @@ impl App {
     }
 }
 
+/// Why a request in absolute form (`GET http://a/op1`) is refused: its `Host` names another
+/// authority. The balancer (pingora) refuses the same request, as a defence against requests
+/// routed one way and served another; the node agrees, so both tiers answer alike.
+fn ambiguous_authority<B>(req: &Request<B>) -> Option<String> {
+    let authority = req.uri().authority()?;
+    let host = req.headers().get(HOST)?;
+    (!host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())).then(|| {
+        format!(
+            "Host header {:?} differs from the request-target authority {:?}",
+            String::from_utf8_lossy(host.as_bytes()),
+            authority.as_str()
+        )
+    })
+}
+
 /// The CPU milliseconds an `/op2` request asks for: `cpu_ms` from the query, else `default`.
 pub fn cpu_ms_param(query: Option<&str>, default: u64, max: u64) -> Result<u64, CpuQueryError> {
     let asked = query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| pair.strip_prefix("cpu_ms="));
@@ -163,41 +216,37 @@ pub fn cpu_ms_param(query: Option<&str>, default: u64, max: u64) -> Result<u64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_queue::CpuQueue;
 
-    fn app() -> App {
-        let config = WorkerConfig {
+    fn config() -> WorkerConfig {
+        WorkerConfig {
             id: 2,
             node: "node-1".into(),
-            op2_cpu_ms: 3,
-            max_cpu_ms: 100,
+            workload: Workload { op2_cpu_ms: 3, max_cpu_ms: 100, max_queue: 4 },
             grace: Duration::from_secs(1),
             lifeline_fd: 4,
-        };
-        App::new(&config, 4242).unwrap()
+        }
+    }
+
+    /// Runs `f` with an app whose CPU queue is served, on a current-thread runtime like a
+    /// worker's.
+    fn with_app<F: std::future::Future>(f: impl FnOnce(std::sync::Arc<App>) -> F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (queue, burner) = CpuQueue::new(config().workload.max_queue);
+            tokio::spawn(burner.run());
+            f(std::sync::Arc::new(App::new(&config(), 4242, queue).unwrap())).await
+        })
     }
 
     fn request(method: Method, uri: &str) -> Request<()> {
         Request::builder().method(method).uri(uri).body(()).unwrap()
     }
 
-    fn body_json(resp: &HttpResponse) -> serde_json::Value {
+    async fn body_json(resp: HttpResponse) -> serde_json::Value {
         use http_body_util::BodyExt;
-        let full = resp.body().clone();
-        let bytes = poll_once(full.collect()).unwrap().to_bytes();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap()
-    }
-
-    /// `Full` is ready at once, so one poll with a no-op waker completes the collection.
-    fn poll_once<F: std::future::Future>(fut: F) -> F::Output
-    where
-        F::Output: Sized,
-    {
-        let mut fut = std::pin::pin!(fut);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match fut.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(out) => out,
-            std::task::Poll::Pending => panic!("a Full body is always ready"),
-        }
     }
 
     #[test]
@@ -216,34 +265,79 @@ mod tests {
 
     #[test]
     fn every_response_names_node_worker_and_pid() {
-        let app = app();
-        for (method, uri, status) in [
-            (Method::GET, "/op1", 200),
-            (Method::GET, "/op2?cpu_ms=1", 200),
-            (Method::GET, "/op2?cpu_ms=101", 400),
-            (Method::GET, "/health", 200),
-            (Method::GET, "/info", 200),
-            (Method::GET, "/nope", 404),
-            (Method::POST, "/op1", 405),
-        ] {
-            let resp = app.handle(&request(method.clone(), uri));
-            assert_eq!(resp.status().as_u16(), status, "{method} {uri}");
-            assert_eq!(resp.headers()["x-node"], "node-1");
-            assert_eq!(resp.headers()["x-worker"], "2");
-            assert_eq!(resp.headers()["x-pid"], "4242");
-        }
-        let info = body_json(&app.handle(&request(Method::GET, "/info")));
-        assert_eq!(info["requests"], 8);
-        assert_eq!(info["worker"], 2);
+        with_app(|app| async move {
+            for (method, uri, status) in [
+                (Method::GET, "/op1", 200),
+                (Method::GET, "/op2?cpu_ms=1", 200),
+                (Method::GET, "/op2?cpu_ms=101", 400),
+                (Method::GET, "/health", 200),
+                (Method::GET, "/info", 200),
+                (Method::GET, "/nope", 404),
+                (Method::POST, "/op1", 405),
+            ] {
+                let resp = app.handle(&request(method.clone(), uri)).await;
+                assert_eq!(resp.status().as_u16(), status, "{method} {uri}");
+                assert_eq!(resp.headers()["x-node"], "node-1");
+                assert_eq!(resp.headers()["x-worker"], "2");
+                assert_eq!(resp.headers()["x-pid"], "4242");
+            }
+            let info = body_json(app.handle(&request(Method::GET, "/info")).await).await;
+            assert_eq!(info["requests"], 8);
+            assert_eq!(info["worker"], 2);
+            assert_eq!(info["max_queue"], 4);
+        });
+    }
+
+    #[test]
+    fn absolute_form_with_another_host_is_refused() {
+        with_app(|app| async move {
+            let req = |host: &str| {
+                Request::builder().uri("http://example.com/op1").header(HOST, host).body(()).unwrap()
+            };
+            assert_eq!(app.handle(&req("example.com")).await.status(), 200);
+            assert_eq!(app.handle(&req("EXAMPLE.com")).await.status(), 200);
+            let refused = app.handle(&req("other")).await;
+            assert_eq!(refused.status(), 400);
+            assert!(body_json(refused).await["error"].as_str().unwrap().contains("differs"));
+        });
     }
 
     #[test]
     fn op2_reports_the_cpu_it_burned() {
-        let body = body_json(&app().handle(&request(Method::GET, "/op2?cpu_ms=5")));
-        let ms = body["cpu_ms"].as_f64().unwrap();
-        assert!((5.0..7.0).contains(&ms), "{body}");
-        assert_eq!(body["requested_cpu_ms"], 5);
-        let body = body_json(&app().handle(&request(Method::GET, "/op2")));
-        assert_eq!(body["requested_cpu_ms"], 3);
+        with_app(|app| async move {
+            let body = body_json(app.handle(&request(Method::GET, "/op2?cpu_ms=5")).await).await;
+            let ms = body["cpu_ms"].as_f64().unwrap();
+            assert!((5.0..7.0).contains(&ms), "{body}");
+            assert_eq!(body["requested_cpu_ms"], 5);
+            let body = body_json(app.handle(&request(Method::GET, "/op2")).await).await;
+            assert_eq!(body["requested_cpu_ms"], 3);
+        });
+    }
+
+    #[test]
+    fn a_full_queue_sheds_with_503_and_retry_after() {
+        with_app(|app| async move {
+            // Eight at once against a queue of four: four wait, four are shed before any burns.
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let app = app.clone();
+                    tokio::spawn(async move { app.handle(&request(Method::GET, "/op2?cpu_ms=1")).await })
+                })
+                .collect();
+            let mut codes = Vec::new();
+            for t in tasks {
+                let resp = t.await.unwrap();
+                if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    assert_eq!(resp.headers()[RETRY_AFTER], "1");
+                    assert_eq!(resp.headers()["x-shed"], "queue-full");
+                }
+                codes.push(resp.status().as_u16());
+            }
+            assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 4, "{codes:?}");
+            assert_eq!(codes.iter().filter(|&&c| c == 503).count(), 4, "{codes:?}");
+            let info = body_json(app.handle(&request(Method::GET, "/info")).await).await;
+            assert_eq!(info["shed"], 4);
+            assert_eq!(info["queued"], 0);
+        });
     }
 }

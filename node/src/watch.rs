@@ -7,26 +7,13 @@ use std::path::PathBuf;
 
 use scalelab_topology::{Topology, TopologyWatch, Workload};
 
-/// The CPU costs workers run with, as the topology's `workload` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Costs {
-    pub op2_cpu_ms: u64,
-    pub max_cpu_ms: u64,
-}
-
-impl From<&Workload> for Costs {
-    fn from(w: &Workload) -> Costs {
-        Costs { op2_cpu_ms: w.op2_cpu_ms, max_cpu_ms: w.max_cpu_ms }
-    }
-}
-
 /// What an edit asks this node to change.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The group's new `workers`.
     pub workers: Option<usize>,
     /// The new workload.
-    pub costs: Option<Costs>,
+    pub workload: Option<Workload>,
 }
 
 /// Watches the topology file on behalf of one group.
@@ -37,13 +24,13 @@ pub struct NodeWatch {
     /// Last `workers` of the group seen in a valid file.
     seen_workers: Option<usize>,
     /// Last workload seen in a valid file.
-    seen_costs: Option<Costs>,
+    seen_workload: Option<Workload>,
 }
 
 impl NodeWatch {
     /// Follows group `group` of the topology at `path`.
     pub fn new(path: PathBuf, group: String) -> NodeWatch {
-        NodeWatch { watch: TopologyWatch::new(path), group, seen_workers: None, seen_costs: None }
+        NodeWatch { watch: TopologyWatch::new(path), group, seen_workers: None, seen_workload: None }
     }
 
     /// The group followed.
@@ -64,10 +51,9 @@ impl NodeWatch {
 
     fn diff(&mut self, topology: &Topology) -> Option<Change> {
         let mut change = Change::default();
-        let costs = Costs::from(&topology.workload);
-        if self.seen_costs != Some(costs) {
-            self.seen_costs = Some(costs);
-            change.costs = Some(costs);
+        if self.seen_workload != Some(topology.workload) {
+            self.seen_workload = Some(topology.workload);
+            change.workload = Some(topology.workload);
         }
         match topology.group(&self.group) {
             Some(group) => {

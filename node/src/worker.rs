@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{WorkerConfig, EXIT_BOOT_FAILED};
+use crate::cpu_queue::{Burner, CpuQueue};
 use crate::routes::App;
 use crate::{lifeline, listener};
 
@@ -26,7 +27,7 @@ pub fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let booted =
         runtime.context("building the worker's event loop").and_then(|rt| boot(&rt).map(|parts| (rt, parts)));
-    let (runtime, (config, listener, app, stop)) = match booted {
+    let (runtime, (config, listener, app, burner, stop)) = match booted {
         Ok(parts) => parts,
         Err(e) => {
             tracing::error!("worker failed to boot: {e:#}");
@@ -36,21 +37,25 @@ pub fn main() -> anyhow::Result<()> {
     // Every line this worker logs names it; the runtime runs on this thread only.
     let _span = tracing::info_span!("worker", id = config.id, pid = std::process::id()).entered();
     tracing::info!("worker serving");
-    runtime.block_on(serve(listener, app, stop, config.grace));
+    runtime.block_on(async {
+        tokio::spawn(burner.run());
+        serve(listener, app, stop, config.grace).await
+    });
     tracing::info!("worker exiting");
     Ok(())
 }
 
-type Booted = (WorkerConfig, TcpListener, Arc<App>, std::pin::Pin<Box<dyn Future<Output = ()>>>);
+type Booted = (WorkerConfig, TcpListener, Arc<App>, Burner, std::pin::Pin<Box<dyn Future<Output = ()>>>);
 
 /// Everything that can fail before serving: config, socket, signal handlers, lifeline.
 fn boot(rt: &tokio::runtime::Runtime) -> anyhow::Result<Booted> {
     let config = WorkerConfig::from_env()?;
     let _guard = rt.enter();
     let listener = listener::take_inherited()?;
-    let app = Arc::new(App::new(&config, std::process::id())?);
+    let (cpu, burner) = CpuQueue::new(config.workload.max_queue);
+    let app = Arc::new(App::new(&config, std::process::id(), cpu)?);
     let stop = stop_requested(config.lifeline_fd)?;
-    Ok((config, listener, app, Box::pin(stop)))
+    Ok((config, listener, app, burner, Box::pin(stop)))
 }
 
 /// Resolves on SIGTERM, SIGINT or when the primary is gone. Handlers are installed now, so a
@@ -89,8 +94,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
                 Ok((stream, peer)) => {
                     let app = Arc::clone(&app);
                     let service = service_fn(move |req| {
-                        let resp = app.handle(&req);
-                        async move { Ok::<_, std::convert::Infallible>(resp) }
+                        let app = Arc::clone(&app);
+                        async move { Ok::<_, std::convert::Infallible>(app.handle(&req).await) }
                     });
                     let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {

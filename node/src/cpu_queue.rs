@@ -1,0 +1,140 @@
+//! A worker's CPU, as `/op2` sees it: one burn at a time, in arrival order, behind a bounded
+//! queue. A request that finds the queue full is shed at once (503 with `Retry-After`) instead
+//! of waiting behind work it cannot overtake: back-pressure, the lesson of a server that knows
+//! its capacity.
+//!
+//! The burn still blocks the worker's only thread, as a slow handler blocks a Node.js event
+//! loop. Between two burns the burner yields, so the event loop reads every request that
+//! arrived meanwhile: `/op1` is answered at once, `/op2` joins the queue or is shed. Without
+//! the queue those requests would sit unread in socket buffers, invisible and unbounded.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cpu;
+
+/// What the burner reports for one job: the CPU time used, or why the clock failed.
+pub type BurnResult = nix::Result<Duration>;
+
+/// One `/op2` waiting for the CPU.
+struct Job {
+    budget: Duration,
+    reply_tx: oneshot::Sender<BurnResult>,
+}
+
+/// The admission side, shared by every connection of one worker. The worker is single-threaded,
+/// so the count is never raced; it is atomic only because connection tasks must be `Send`.
+#[derive(Clone)]
+pub struct CpuQueue {
+    job_tx: mpsc::UnboundedSender<Job>,
+    /// Jobs admitted and not yet started: the queue length the bound applies to.
+    waiting: Arc<AtomicUsize>,
+    max_queue: usize,
+}
+
+/// Why a job was not run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `waiting` jobs were already queued, the bound.
+    Full { waiting: usize },
+    /// The burner is gone (the worker is shutting down).
+    Closed,
+}
+
+impl std::fmt::Debug for CpuQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuQueue")
+            .field("waiting", &self.waiting())
+            .field("max_queue", &self.max_queue)
+            .finish()
+    }
+}
+
+impl CpuQueue {
+    /// A queue of at most `max_queue` waiting jobs, and the burner that serves it (spawn it on
+    /// the worker's runtime).
+    pub fn new(max_queue: usize) -> (CpuQueue, Burner) {
+        let (job_tx, job_rx) = mpsc::unbounded_channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        (CpuQueue { job_tx, waiting: waiting.clone(), max_queue }, Burner { job_rx, waiting })
+    }
+
+    /// Jobs waiting now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Relaxed)
+    }
+
+    /// Queues a burn of `budget` and waits for it; refuses at once when the queue is full.
+    pub async fn burn(&self, budget: Duration) -> Result<BurnResult, Refused> {
+        let waiting = self.waiting.load(Relaxed);
+        if waiting >= self.max_queue {
+            return Err(Refused::Full { waiting });
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.job_tx.send(Job { budget, reply_tx }).map_err(|_| Refused::Closed)?;
+        self.waiting.fetch_add(1, Relaxed);
+        reply_rx.await.map_err(|_| Refused::Closed)
+    }
+}
+
+/// The consuming side: runs the queued burns one by one.
+pub struct Burner {
+    job_rx: mpsc::UnboundedReceiver<Job>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Burner {
+    /// Serves jobs until every [`CpuQueue`] is dropped.
+    pub async fn run(mut self) {
+        while let Some(job) = self.job_rx.recv().await {
+            self.waiting.fetch_sub(1, Relaxed);
+            // A client that went away still cost its place in the queue; its burn is skipped.
+            if !job.reply_tx.is_closed() {
+                let used = cpu::burn(job.budget);
+                let _ = job.reply_tx.send(used);
+            }
+            // Let the event loop read what arrived during the burn before the next one.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn burns_in_order_and_sheds_beyond_the_bound() {
+        runtime().block_on(async {
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async {
+                    let (queue, burner) = CpuQueue::new(2);
+                    tokio::task::spawn_local(burner.run());
+                    // Three at once: two fit the queue, the third is shed before any burn runs.
+                    let jobs: Vec<_> = (0..3)
+                        .map(|_| {
+                            let q = queue.clone();
+                            tokio::task::spawn_local(async move { q.burn(Duration::from_millis(2)).await })
+                        })
+                        .collect();
+                    let mut results = Vec::new();
+                    for j in jobs {
+                        results.push(j.await.unwrap());
+                    }
+                    assert!(results[0].as_ref().unwrap().as_ref().unwrap() >= &Duration::from_millis(2));
+                    assert!(results[1].is_ok(), "{:?}", results[1]);
+                    assert!(matches!(results[2], Err(Refused::Full { waiting: 2 })), "{:?}", results[2]);
+                    assert_eq!(queue.waiting(), 0);
+                })
+                .await;
+        });
+    }
+}
