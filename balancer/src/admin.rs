@@ -1,61 +1,42 @@
-//! The admin listener's HTTP app, served by pingora beside the proxy: `GET /metrics`
-//! (Prometheus text) and `GET /state` (JSON: the backends with their health and request
-//! counts, and the settings in force). Anything else is a 404 (405 for other methods).
+//! The admin listener: `GET /metrics` (Prometheus text) and `GET /state` (the
+//! [`StateReport`] JSON), served by hyper on a socket of its own, beside the proxy.
+//!
+//! It is read-only and answers like a careful HTTP server: GET and HEAD only (others get 405
+//! with `Allow`), 404 for unknown paths, 400 for malformed requests (hyper's parser), a header
+//! deadline, and a cap on concurrent connections. It must stay reachable when the proxy is
+//! saturated: the proxy's connection cap (`guard`) keeps file descriptors free for it, and its
+//! own cap keeps admin clients from taking them all.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use http::{header, HeaderValue, Method, Response, StatusCode};
-use pingora_core::apps::http_app::ServeHttp;
-use pingora_core::protocols::http::ServerSession;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::LoadBalancer;
-use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::state::Roster;
+use crate::status::{BackendState, Settings, StateReport};
 
-/// The settings `/state` reports, fixed at startup.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    /// `round_robin` or `random`.
-    pub algorithm: &'static str,
-    /// `local` or `dns`.
-    pub discovery: &'static str,
-    /// The prefix of group DNS names (`dns` discovery only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_prefix: Option<String>,
-    /// The client listener.
-    pub listen: String,
-    /// This listener.
-    pub admin: String,
-    /// Proxy worker threads.
-    pub threads: usize,
-    /// The health check path.
-    pub health_path: String,
-    /// Milliseconds between health check passes.
-    pub health_interval_ms: u64,
-}
+/// Admin connections served at once; more are closed at accept.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// An admin client must send its request head within this.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// What `Allow` says on a 405.
+const ALLOWED: &str = "GET, HEAD";
 
-/// One backend as `/state` shows it.
-#[derive(Debug, Serialize)]
-struct BackendReport<'a> {
-    name: &'a str,
-    addr: String,
-    healthy: bool,
-    /// Responses relayed from it since it (last) joined.
-    requests: u64,
-}
-
-/// The whole `/state` document.
-#[derive(Debug, Serialize)]
-struct StateReport<'a> {
-    backends: Vec<BackendReport<'a>>,
-    healthy_backends: usize,
-    retries: u64,
-    #[serde(flatten)]
-    settings: &'a Settings,
-}
+/// The response type of every admin route.
+pub type AdminResponse = Response<Full<Bytes>>;
 
 /// The admin app over the proxy's load balancer, roster and metrics.
 pub struct AdminApp<S: BackendSelection> {
@@ -80,6 +61,32 @@ where
         AdminApp { lb, roster, metrics, settings }
     }
 
+    /// Answers one request.
+    pub fn handle<B>(&self, req: &Request<B>) -> AdminResponse {
+        let path = req.uri().path();
+        let known = matches!(path, "/metrics" | "/state");
+        if !known {
+            return reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found; try /metrics or /state\n".to_vec(),
+            );
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                format!("{} {path}: only {ALLOWED}\n", req.method()).into_bytes(),
+            );
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOWED));
+            return r;
+        }
+        match path {
+            "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics_text()),
+            _ => reply(StatusCode::OK, "application/json", self.state_json()),
+        }
+    }
+
     /// `/metrics`: the health gauge is refreshed from the load balancer first, so departed
     /// backends disappear from it.
     fn metrics_text(&self) -> Vec<u8> {
@@ -99,63 +106,113 @@ where
         self.metrics.encode()
     }
 
-    /// `/state` as JSON.
-    fn state_json(&self) -> Vec<u8> {
+    /// The current [`StateReport`].
+    pub fn state(&self) -> StateReport {
         let backends = self.lb.backends();
-        let current = backends.get_backend();
-        let entries: Vec<_> = current
+        let list: Vec<BackendState> = backends
+            .get_backend()
             .iter()
-            .map(|b| (b, b.addr.as_inet().and_then(|a| self.roster.get(a)), backends.ready(b)))
-            .collect();
-        let report = StateReport {
-            backends: entries
-                .iter()
-                .map(|(b, entry, healthy)| BackendReport {
-                    name: entry.as_deref().map_or("", |e| e.name.as_str()),
+            .map(|b| {
+                let entry = b.addr.as_inet().and_then(|a| self.roster.get(a));
+                BackendState {
+                    name: entry.as_deref().map_or_else(String::new, |e| e.name.clone()),
                     addr: b.addr.to_string(),
-                    healthy: *healthy,
+                    healthy: backends.ready(b),
                     requests: entry.as_deref().map_or(0, |e| e.requests()),
-                })
-                .collect(),
-            healthy_backends: entries.iter().filter(|(_, _, healthy)| *healthy).count(),
+                }
+            })
+            .collect();
+        StateReport {
+            healthy_backends: list.iter().filter(|b| b.healthy).count(),
+            backends: list,
             retries: self.metrics.retries.get(),
-            settings: &self.settings,
-        };
-        serde_json::to_vec_pretty(&report).unwrap_or_else(|e| {
+            settings: self.settings.clone(),
+        }
+    }
+
+    fn state_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(&self.state()).unwrap_or_else(|e| {
             tracing::error!("encoding /state: {e}");
             b"{}".to_vec()
         })
     }
 }
 
+/// A complete response with its type and length.
+fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> AdminResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The admin listener as a pingora background service: it accepts on `listener` until the
+/// server shuts down.
+pub struct AdminServer<S: BackendSelection> {
+    app: Arc<AdminApp<S>>,
+    /// Taken when the service starts (it starts once).
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+}
+
+impl<S: BackendSelection> AdminServer<S> {
+    /// Serves `app` on `listener`.
+    pub fn new(app: AdminApp<S>, listener: std::net::TcpListener) -> Self {
+        AdminServer { app: Arc::new(app), listener: std::sync::Mutex::new(Some(listener)) }
+    }
+}
+
 #[async_trait]
-impl<S> ServeHttp for AdminApp<S>
+impl<S> BackgroundService for AdminServer<S>
 where
     S: BackendSelection + Send + Sync + 'static,
     S::Iter: BackendIter,
 {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let path = req.uri.path();
-        let known = matches!(path, "/metrics" | "/state");
-        if known && req.method != Method::GET {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET\n".to_vec());
-        }
-        match path {
-            "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics_text()),
-            "/state" => reply(StatusCode::OK, "application/json", self.state_json()),
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found; try /metrics or /state\n".to_vec()),
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let taken = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(std_listener) = taken else { return };
+        let listener = match std_listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("admin listener: {e}");
+                return;
+            }
+        };
+        let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(ADMIN_HEADER_TIMEOUT);
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.changed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue; // over the cap: dropping the stream closes it
+            };
+            let app = self.app.clone();
+            let conn = http.serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| {
+                    let resp = app.handle(&req);
+                    async move { Ok::<_, Infallible>(resp) }
+                }),
+            );
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(e) = conn.await {
+                    tracing::debug!("admin connection: {e}");
+                }
+            });
         }
     }
-}
-
-/// A complete response with its length (pingora's `ServeHttp` adds no framing of its own).
-fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
-    let len = body.len();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    response
 }

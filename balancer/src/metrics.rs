@@ -2,8 +2,8 @@
 //! so `/metrics` shows exactly these series and tests can build as many as they like.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Metric handles, cheap to update from the request path.
@@ -26,6 +26,23 @@ pub struct Metrics {
     /// `scalelab_balancer_fail_open_total`: attempts sent to a backend the health checks
     /// mark down, because none was marked up.
     pub fail_open: IntCounter,
+    /// `scalelab_balancer_shed_total{backend}`: 503s a node sent because its worker's queue
+    /// was full (marked `x-shed`), relayed to the client.
+    pub shed: IntCounterVec,
+    /// `scalelab_balancer_client_connections`: client connections held now.
+    pub client_connections: IntGauge,
+    /// `scalelab_balancer_client_refused_total`: connections closed at accept because
+    /// `max_connections` were held.
+    pub client_refused: IntCounter,
+    /// `scalelab_balancer_header_timeouts_total`: clients answered 408 for not sending a whole
+    /// request head within `header_timeout_ms`.
+    pub header_timeouts: IntCounter,
+    /// `scalelab_balancer_idle_closed_total`: connections closed after `keepalive_timeout_ms`
+    /// without traffic.
+    pub idle_closed: IntCounter,
+    /// `scalelab_balancer_client_aborts_total`: requests whose client went away before the
+    /// answer was complete.
+    pub client_aborts: IntCounter,
 }
 
 impl Default for Metrics {
@@ -70,6 +87,34 @@ impl Metrics {
             "Attempts sent to an unhealthy backend because no backend was healthy",
         )
         .expect("valid metric");
+        let shed = IntCounterVec::new(
+            Opts::new("scalelab_balancer_shed_total", "503s a node sent because a worker queue was full"),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let client_connections =
+            IntGauge::new("scalelab_balancer_client_connections", "Client connections held now")
+                .expect("valid metric");
+        let client_refused = IntCounter::new(
+            "scalelab_balancer_client_refused_total",
+            "Client connections closed at accept because max_connections were held",
+        )
+        .expect("valid metric");
+        let header_timeouts = IntCounter::new(
+            "scalelab_balancer_header_timeouts_total",
+            "Clients answered 408 for a request head slower than header_timeout_ms",
+        )
+        .expect("valid metric");
+        let idle_closed = IntCounter::new(
+            "scalelab_balancer_idle_closed_total",
+            "Client connections closed after keepalive_timeout_ms without traffic",
+        )
+        .expect("valid metric");
+        let client_aborts = IntCounter::new(
+            "scalelab_balancer_client_aborts_total",
+            "Requests whose client went away before the answer was complete",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -77,10 +122,30 @@ impl Metrics {
             Box::new(connect_failures.clone()),
             Box::new(retries.clone()),
             Box::new(fail_open.clone()),
+            Box::new(shed.clone()),
+            Box::new(client_connections.clone()),
+            Box::new(client_refused.clone()),
+            Box::new(header_timeouts.clone()),
+            Box::new(idle_closed.clone()),
+            Box::new(client_aborts.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Metrics { registry, requests, latency, backend_healthy, connect_failures, retries, fail_open }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            backend_healthy,
+            connect_failures,
+            retries,
+            fail_open,
+            shed,
+            client_connections,
+            client_refused,
+            header_timeouts,
+            idle_closed,
+            client_aborts,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -8,6 +8,10 @@
 //! and a lab under full load should slow down, not turn into a wall of 503s. A backend that is
 //! really gone refuses the connection and the request fails over as usual.
 //!
+//! HTTP details it takes care of: pipelined requests are answered in order (pingora leaves
+//! pipelining off unless asked); a request without `Host` (HTTP/1.0 allows that) is forwarded
+//! with the `Host` the client reached; a node's load-shedding 503s are counted.
+//!
 //! This runs for every request, so it stays lean: no logging above debug, no formatting
 //! except the `X-Forwarded-For` value, one roster lookup per attempt.
 
@@ -154,12 +158,25 @@ where
         Ok(Box::new(peer))
     }
 
+    /// Pipelined requests (RFC 9112 §9.3.2) are read and answered one after another on the same
+    /// connection, instead of the connection being closed after the first answer.
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // pingora forwards as HTTP/1.1, which requires Host; an HTTP/1.0 client may omit it.
+        if upstream_request.headers.get(http::header::HOST).is_none() {
+            if let Some(local) = session.server_addr().and_then(|a| a.as_inet()) {
+                upstream_request.insert_header(http::header::HOST, local.to_string())?;
+            }
+        }
         let Some(client) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) else {
             return Ok(());
         };
@@ -176,6 +193,11 @@ where
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(entry) = &ctx.entry {
+            if response.status == http::StatusCode::SERVICE_UNAVAILABLE
+                && response.headers.contains_key("x-shed")
+            {
+                self.metrics.shed.with_label_values(&[entry.addr.as_str()]).inc();
+            }
             response.insert_header("x-upstream", entry.addr_header.clone())?;
         }
         Ok(())
@@ -247,6 +269,21 @@ where
             tracing::debug!("retrying: {error}");
         }
         retry
+    }
+
+    /// A client that went away before its answer (the end of a load run, a browser tab
+    /// closed) is counted in `client_aborts_total`, not logged as an error: a lab sees
+    /// thousands of them.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        let client_left = *error.esource() == ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
+        if client_left {
+            self.metrics.client_aborts.inc();
+        }
+        client_left
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -1,16 +1,15 @@
-//! Assembling and running the pingora `Server`: the proxy and admin listeners, the
-//! discovery-and-health background service, the topology watcher and a readiness notice,
-//! with shutdown settings that stop the process in about three seconds.
+//! Assembling and running the pingora `Server`: the proxy (behind the client guard, on its
+//! listening socket), the admin listener, the discovery-and-health background service, the
+//! topology watcher and a readiness notice, with shutdown settings that stop the process in
+//! a few seconds.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -19,13 +18,20 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection, Random, R
 use pingora_load_balancing::{Backends, LoadBalancer};
 use scalelab_topology::{Algorithm, BalancerConfig, DiscoveryMode, Topology, TopologyWatch};
 
-use crate::admin::{self, AdminApp};
+use crate::admin::{AdminApp, AdminServer};
 use crate::discovery::{TopologyDiscovery, TopologyWatcher};
+use crate::guard::{ClientGuard, ClientLimits};
 use crate::health::http_health_check;
 use crate::metrics::Metrics;
 use crate::proxy::Balancer;
+use crate::sockets::{Listeners, WithListener};
 use crate::state::Roster;
+use crate::status;
 use crate::BalancerArgs;
+
+/// Descriptors kept free of client connections: upstream pools, health checks, the admin
+/// listener and its clients, logs.
+const RESERVED_FDS: u64 = 256;
 
 /// How often discovery re-reads the topology and re-resolves the targets.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,6 +53,8 @@ pub struct Settings {
     /// `balancer:` as it was at startup; listeners, algorithm, health checks and threads
     /// are fixed for the life of the process.
     pub balancer: BalancerConfig,
+    /// Where to report readiness (one byte), if a supervisor asked.
+    pub ready_fd: Option<i32>,
 }
 
 impl Settings {
@@ -58,31 +66,49 @@ impl Settings {
             admin: args.admin.unwrap_or(topology.balancer.admin),
             mode: args.discovery_mode(),
             balancer: topology.balancer.clone(),
+            ready_fd: args.ready_fd,
         }
     }
 
-    /// Fails early, with the flag to blame, when a listener address cannot be bound (pingora
-    /// would otherwise only panic inside its service thread and keep running without it).
-    pub fn check_listeners(&self) -> anyhow::Result<()> {
-        if self.listen == self.admin {
-            anyhow::bail!("the client listener and the admin listener are both {}", self.listen);
-        }
-        for (what, addr) in
-            [("--listen (balancer.listen)", self.listen), ("--admin (balancer.admin)", self.admin)]
+    /// The client limits, with `max_connections` lowered to what the open-file limit allows
+    /// (each client connection may hold an upstream connection too), and a warning if so.
+    fn client_limits(&self) -> ClientLimits {
+        let b = &self.balancer;
+        let wanted = b.max_connections;
+        let max_connections = match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         {
-            std::net::TcpListener::bind(addr).with_context(|| format!("{what}: cannot listen on {addr}"))?;
+            Ok((soft, _)) => {
+                let fits = (soft.saturating_sub(RESERVED_FDS) / 2).max(1) as usize;
+                if fits < wanted {
+                    tracing::warn!(
+                        "balancer.max_connections {wanted} does not fit the open-file limit {soft} \
+                         (two descriptors per connection, {RESERVED_FDS} kept for the rest): holding at \
+                         most {fits} client connections"
+                    );
+                }
+                wanted.min(fits)
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the open-file limit ({e}); max_connections stays {wanted}");
+                wanted
+            }
+        };
+        ClientLimits {
+            header_timeout: Duration::from_millis(b.header_timeout_ms),
+            keepalive_timeout: Duration::from_millis(b.keepalive_timeout_ms),
+            max_connections,
         }
-        Ok(())
     }
 
     /// What `/state` reports.
-    fn admin_settings(&self) -> admin::Settings {
-        admin::Settings {
-            algorithm: self.balancer.algorithm.as_str(),
+    fn status_settings(&self, limits: &ClientLimits) -> status::Settings {
+        status::Settings {
+            algorithm: self.balancer.algorithm.as_str().to_string(),
             discovery: match self.mode {
                 DiscoveryMode::Local => "local",
                 DiscoveryMode::Dns { .. } => "dns",
-            },
+            }
+            .to_string(),
             dns_prefix: match &self.mode {
                 DiscoveryMode::Local => None,
                 DiscoveryMode::Dns { prefix } => Some(prefix.clone()),
@@ -92,6 +118,9 @@ impl Settings {
             threads: self.threads(),
             health_path: self.balancer.health_check.path.clone(),
             health_interval_ms: self.balancer.health_check.interval_ms,
+            header_timeout_ms: self.balancer.header_timeout_ms,
+            keepalive_timeout_ms: self.balancer.keepalive_timeout_ms,
+            max_connections: limits.max_connections,
         }
     }
 
@@ -101,6 +130,8 @@ impl Settings {
 
     /// pingora's own settings. The defaults would make SIGTERM take 300 s (grace period) plus
     /// 5 s, and would share pid and upgrade-socket paths between balancers on one machine.
+    /// The grace period is how long in-flight requests may finish after SIGTERM (the old
+    /// balancer of a restart drains for that long while its successor already serves).
     fn server_conf(&self) -> ServerConf {
         let scratch = std::env::temp_dir();
         let pid = std::process::id();
@@ -111,7 +142,7 @@ impl Settings {
             // the cross-thread queue and wake-up bookkeeping on every task switch (measured in
             // scripts/bench.sh, comparison 3). With more threads, stealing keeps them balanced.
             work_stealing: self.threads() > 1,
-            grace_period_seconds: Some(1),
+            grace_period_seconds: Some(2),
             graceful_shutdown_timeout_seconds: Some(2),
             pid_file: scratch.join(format!("scalelab-balancer-{pid}.pid")).to_string_lossy().into_owned(),
             upgrade_sock: scratch
@@ -123,15 +154,16 @@ impl Settings {
     }
 }
 
-/// Builds the server for the topology's algorithm and runs it until a shutdown signal.
-pub fn serve(settings: Settings, topology: Topology) -> anyhow::Result<()> {
+/// Builds the server for the topology's algorithm and runs it on `listeners` until a shutdown
+/// signal.
+pub fn serve(settings: Settings, topology: Topology, listeners: Listeners) -> anyhow::Result<()> {
     match settings.balancer.algorithm {
-        Algorithm::RoundRobin => serve_with::<RoundRobin>(settings, topology),
-        Algorithm::Random => serve_with::<Random>(settings, topology),
+        Algorithm::RoundRobin => serve_with::<RoundRobin>(settings, topology, listeners),
+        Algorithm::Random => serve_with::<Random>(settings, topology, listeners),
     }
 }
 
-fn serve_with<S>(settings: Settings, topology: Topology) -> anyhow::Result<()>
+fn serve_with<S>(settings: Settings, topology: Topology, listeners: Listeners) -> anyhow::Result<()>
 where
     S: BackendSelection + Send + Sync + 'static,
     S::Iter: BackendIter,
@@ -169,25 +201,25 @@ where
     server.add_service(watcher);
 
     let connect_timeout = Duration::from_millis(health.timeout_ms.max(1));
+    let limits = settings.client_limits();
     let balancer = Balancer::new(lb.clone(), roster.clone(), metrics.clone(), connect_timeout);
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, balancer, "scalelab proxy");
+    let app =
+        ClientGuard::new(pingora_proxy::http_proxy(&server.configuration, balancer), limits, metrics.clone());
+    let mut proxy = Service::new("scalelab proxy".to_string(), app);
     proxy.add_tcp(&settings.listen.to_string());
     // Listen only once the first discovery pass has filled the selector, so no early
     // request meets an empty backend set.
-    let proxy = server.add_service(proxy);
+    let proxy = server.add_service(WithListener::new(proxy, settings.listen, listeners.listen));
     proxy.add_dependency(&backends);
 
-    let admin_app = AdminApp::new(lb.clone(), roster, metrics, settings.admin_settings());
-    let mut admin = Service::new("scalelab admin".to_string(), HttpServer::new_app(admin_app));
-    admin.add_tcp(&settings.admin.to_string());
-    admin.threads = Some(1);
-    let admin = server.add_service(admin);
+    let admin_app = AdminApp::new(lb.clone(), roster, metrics, settings.status_settings(&limits));
+    let admin = server.add_service(background_service("admin", AdminServer::new(admin_app, listeners.admin)));
 
     let count = lb.clone();
     let notice = ReadyNotice {
         listen: settings.listen,
         admin: settings.admin,
+        ready_fd: settings.ready_fd,
         backends: Box::new(move || count.backends().get_backend().len()),
     };
     let notice = server.add_service(background_service("ready notice", notice));
@@ -198,11 +230,12 @@ where
     Ok(())
 }
 
-/// Logs the one "listening" line once both listeners accept connections, or exits the
-/// process if they never do.
+/// Logs the one "listening" line once both listeners accept connections (and tells the
+/// supervisor through its readiness pipe), or exits the process if they never do.
 struct ReadyNotice {
     listen: SocketAddr,
     admin: SocketAddr,
+    ready_fd: Option<i32>,
     backends: Box<dyn Fn() -> usize + Send + Sync>,
 }
 
@@ -227,6 +260,21 @@ impl BackgroundService for ReadyNotice {
             self.admin,
             (self.backends)()
         );
+        if let Some(fd) = self.ready_fd {
+            notify_ready(fd);
+        }
+    }
+}
+
+/// Writes the readiness byte to the supervisor's pipe and closes our end.
+fn notify_ready(fd: i32) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the supervisor placed the pipe's write end at `fd` for this process alone, and
+    // this is its only user; it is written once and closed.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    if let Err(e) = pipe.write_all(b"R") {
+        tracing::warn!("cannot report readiness on fd {fd}: {e}");
     }
 }
 
