@@ -41,6 +41,10 @@ pub struct UpArgs {
     /// The topology file to run and watch for edits.
     #[arg(long, short, default_value = "topology.yaml")]
     pub topology: PathBuf,
+    /// Log more: `-v` adds informational lines after the table, `-vv` debug lines
+    /// (`RUST_LOG`, when set, wins).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// Flags of `scalelab check`.

@@ -9,6 +9,7 @@
 //!   `endpoint_mode: dnsrr`, the balancer resolving `tasks.<group>`, host-mode ports.
 //!
 //! In both, a node group becomes one service with `replicas` and a `cpus` limit, and the
+//! commands are the node's and balancer's own argument types written out (`to_args`). The
 //! project directory is mounted read-only: node primaries read `workers` and `workload` from
 //! `topology.yaml` themselves, so a worker-count edit needs no container restart (and is not
 //! part of the rendered command, so re-rendering does not recreate containers). Every replica
@@ -16,9 +17,12 @@
 //! needs no balancer restart.
 
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use scalelab_balancer::{BalancerArgs, Discovery};
+use scalelab_node::NodeArgs;
 use scalelab_topology::{NodeGroup, Topology};
 
 /// The image every service runs (assembled locally by `scripts/docker-image.sh`).
@@ -67,7 +71,7 @@ pub fn render(t: &Topology, topology: &str, target: Target) -> String {
         y.push_str(
             "\n  load:   # docker compose run --rm load [flags]: the load tool on the lab's network\n",
         );
-        common(&mut y, target);
+        common(&mut y, target, false);
         y.push_str("    profiles: [\"tools\"]\n");
         let _ = writeln!(
             y,
@@ -90,11 +94,27 @@ fn header(y: &mut String, topology: &str, target: Target) {
     }
 }
 
-/// Lines every service shares: image, the read-only project mount, plain logs.
-fn common(y: &mut String, target: Target) {
+/// `["scalelab", "args", ...]` as a YAML flow sequence (each item a JSON string, which YAML
+/// reads as the same string).
+fn command(subcommand: &str, args: Vec<String>) -> String {
+    let items: Vec<String> = std::iter::once(subcommand.to_string())
+        .chain(args)
+        .map(|a| serde_json::to_string(&a).expect("strings serialize"))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Lines every service shares: the image (built from the Dockerfile by the first
+/// `docker compose up` when it is missing), the read-only project mount, plain logs; and for
+/// the long-running services, Docker's restart policy.
+fn common(y: &mut String, target: Target, long_running: bool) {
     let _ = writeln!(y, "    image: {IMAGE}");
     if target == Target::Compose {
+        y.push_str("    build: { context: ., dockerfile: Dockerfile }\n");
         y.push_str("    init: true\n");
+        if long_running {
+            y.push_str("    restart: unless-stopped\n");
+        }
     }
     y.push_str("    volumes:\n");
     y.push_str("      # The directory, not the file: editors save by rename, which a file mount misses.\n");
@@ -105,15 +125,15 @@ fn common(y: &mut String, target: Target) {
 fn balancer_service(y: &mut String, t: &Topology, cfg: &str, target: Target) {
     let (lp, ap) = (t.balancer.listen.port(), t.balancer.admin.port());
     y.push_str("  balancer:\n");
-    common(y, target);
-    let prefix = match target {
-        Target::Compose => String::new(),
-        Target::Swarm => ", \"--dns-prefix\", \"tasks.\"".to_string(),
-    };
-    let _ = writeln!(
-        y,
-        "    command: [\"balancer\", \"--topology\", \"{cfg}\", \"--listen\", \"0.0.0.0:{lp}\", \"--admin\", \"0.0.0.0:{ap}\", \"--discovery\", \"dns\"{prefix}]"
-    );
+    common(y, target, true);
+    let mut args = BalancerArgs::new(cfg);
+    args.listen = Some(SocketAddr::from(([0, 0, 0, 0], lp)));
+    args.admin = Some(SocketAddr::from(([0, 0, 0, 0], ap)));
+    args.discovery = Discovery::Dns;
+    if target == Target::Swarm {
+        args.dns_prefix = "tasks.".into();
+    }
+    let _ = writeln!(y, "    command: {}", command("balancer", args.to_args()));
     y.push_str("    ports:\n");
     match target {
         Target::Compose => {
@@ -146,7 +166,7 @@ fn balancer_service(y: &mut String, t: &Topology, cfg: &str, target: Target) {
 fn node_service(y: &mut String, g: &NodeGroup, cfg: &str, target: Target) {
     let port = g.port;
     let _ = writeln!(y, "\n  {}:", g.name);
-    common(y, target);
+    common(y, target, true);
     // Replicas share one command line; the host name tells them apart in `x-node`.
     let name = match target {
         Target::Compose => format!("{}@{{hostname}}", g.name),
@@ -155,11 +175,10 @@ fn node_service(y: &mut String, g: &NodeGroup, cfg: &str, target: Target) {
             "{hostname}".to_string()
         }
     };
-    let _ = writeln!(
-        y,
-        "    command: [\"node\", \"--name\", \"{name}\", \"--listen\", \"0.0.0.0:{port}\", \"--topology\", \"{cfg}\", \"--group\", \"{}\"]",
-        g.name
-    );
+    let mut args = NodeArgs::new(name, SocketAddr::from(([0, 0, 0, 0], port)));
+    args.topology = Some(cfg.into());
+    args.group = Some(g.name.clone());
+    let _ = writeln!(y, "    command: {}", command("node", args.to_args()));
     y.push_str("    healthcheck:\n");
     let _ = writeln!(
         y,

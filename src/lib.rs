@@ -5,9 +5,11 @@
 //! - `node/`: a prefork node: a primary supervising worker processes that share one port.
 //! - `balancer/`: the pingora round-robin load balancer with health checks and metrics.
 //! - `loadgen/`: the HTTP load generator behind `scalelab load`.
-//! - this crate: the `scalelab` CLI. [`up`] supervises a whole lab on one machine; [`check`]
-//!   validates a topology; [`compose`] renders it for Docker Compose and Swarm; [`apply`]
-//!   applies an edit to a running Compose lab.
+//! - `lab/`: a whole lab on one machine as a library (`Lab`): start, apply edits, shut down.
+//! - `experiment/`: `results.json`, the USL fit and `report.html`.
+//! - this crate: the `scalelab` CLI. [`up`] runs a lab until Ctrl-C, following the topology
+//!   file; [`check`] validates a topology; [`compose`] renders it for Docker Compose and Swarm;
+//!   [`apply`] applies an edit to a running Compose lab.
 
 pub mod apply;
 pub mod check;
@@ -22,9 +24,11 @@ use cli::{Cli, Command};
 
 /// Runs one CLI command to completion.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    init_logging();
+    raise_open_file_limit();
+    let filter = log_filter(&cli.command);
+    init_logging(&filter);
     match cli.command {
-        Command::Up(args) => up::run(args),
+        Command::Up(args) => up::run(args, filter),
         Command::Check(args) => Ok(check::run(args)),
         Command::Compose(args) => compose::run(&args.topology, args.check).map(|fresh| {
             if fresh {
@@ -41,14 +45,39 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays for reports
-/// (`scalelab load --json`) and tables.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// What to log: `RUST_LOG` when set; otherwise `info`, except for `up`, whose terminal shows
+/// its table and then only warnings and errors (`-v` brings `info` back, `-vv` `debug`).
+fn log_filter(command: &Command) -> String {
+    if let Ok(env) = std::env::var("RUST_LOG") {
+        return env;
+    }
+    match command {
+        Command::Up(args) => ["warn", "info", "debug"][usize::from(args.verbose.min(2))].to_string(),
+        _ => "info".to_string(),
+    }
+}
+
+/// Logs go to stderr, so stdout stays for reports (`scalelab load --json`) and tables.
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as nginx's
+/// `worker_rlimit_nofile` does: the balancer holds two descriptors per proxied connection, and
+/// every part of the lab inherits the raised limit. Failing to raise it is not fatal.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                eprintln!("scalelab: cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
 }

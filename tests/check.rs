@@ -31,7 +31,7 @@ fn every_problem_is_named_with_its_line() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("line 8 column 5: nodes[0].cpus: expected a number of cores greater than 0"),
+        stderr.contains("line 8 column 5: nodes[0].cpus: expected a number of cores from 0.01 to 1024"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");

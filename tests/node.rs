@@ -402,7 +402,7 @@ fn topology_edits_change_workers_and_workload() {
 
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_0() {
-    let mut node = Node::start(2, &["--grace-ms", "3000"]);
+    let mut node = Node::start(2, &["--grace-ms", "3000", "--max-cpu-ms", "1000"]);
     let pids = node.workers();
     let addr = node.addr.clone();
     let in_flight = thread::spawn(move || {

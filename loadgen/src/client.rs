@@ -103,7 +103,10 @@ pub async fn run_connection(shared: Arc<Shared>) -> Aggregate {
         let outcome = until(alarm.as_mut(), stop, attempt(&mut conn, &shared.target, ticket.path)).await;
         now = Instant::now();
         match outcome {
-            Some(Ok(parts)) => {
+            Some(Ok((parts, retried))) => {
+                if retried {
+                    agg.push_retry();
+                }
                 let sample = Sample {
                     status: parts.status.as_u16(),
                     latency: now.saturating_duration_since(begin),
@@ -172,12 +175,38 @@ fn header<'a>(parts: &'a response::Parts, name: &HeaderName) -> Option<&'a str> 
 }
 
 /// Sends one request on the kept-alive connection (opening one if needed) and reads the whole
-/// response. Leaves `None` in `slot` when the connection can't be used again.
+/// response; says whether it had to be resent. Leaves `None` in `slot` when the connection
+/// can't be used again.
+///
+/// A kept-alive connection can close under a request that was just written: the server timed
+/// it out, or is restarting, at that very moment. Like Go's `net/http` and browsers (RFC 9112
+/// §9.3.1 allows it for idempotent requests), the request is then resent once on a new
+/// connection, but only if the connection had carried earlier requests and no byte of a
+/// response arrived. A failure on a fresh connection, or after a response began, is an error.
 async fn attempt(
     slot: &mut Option<Conn>,
     target: &Target,
     path: usize,
-) -> Result<response::Parts, ErrorKind> {
+) -> Result<(response::Parts, bool), ErrorKind> {
+    let reused = slot.is_some();
+    match exchange(slot, target, path).await {
+        Err(Failure { kind: ErrorKind::Io, before_response: true }) if reused => {
+            *slot = None;
+            exchange(slot, target, path).await.map(|parts| (parts, true)).map_err(|f| f.kind)
+        }
+        result => result.map(|parts| (parts, false)).map_err(|f| f.kind),
+    }
+}
+
+/// Why an exchange failed, and whether any response had begun.
+struct Failure {
+    kind: ErrorKind,
+    before_response: bool,
+}
+
+/// One request and its whole response on the kept-alive connection in `slot` (opened if
+/// needed).
+async fn exchange(slot: &mut Option<Conn>, target: &Target, path: usize) -> Result<response::Parts, Failure> {
     // A kept-alive connection that the server closed since the last response is replaced
     // quietly: that is keep-alive housekeeping, not a failed request.
     if let Some(c) = slot {
@@ -188,11 +217,13 @@ async fn attempt(
     }
     let c = match slot {
         Some(c) => c,
-        None => slot.insert(connect(target).await?),
+        None => slot.insert(connect(target).await.map_err(|kind| Failure { kind, before_response: true })?),
     };
     let sender = &mut c.sender;
-    let exchange = async move {
+    let mut got_head = false;
+    let exchange = async {
         let (parts, mut body) = sender.send_request(target.request(path)).await?.into_parts();
+        got_head = true;
         // The body must be read to its end before the connection can carry the next request.
         while let Some(frame) = body.frame().await {
             frame?;
@@ -203,7 +234,7 @@ async fn attempt(
     if !alive {
         *slot = None;
     }
-    result
+    result.map_err(|kind| Failure { kind, before_response: !got_head })
 }
 
 async fn connect(target: &Target) -> Result<Conn, ErrorKind> {

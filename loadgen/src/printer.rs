@@ -55,6 +55,13 @@ pub fn text(r: &Report) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "Requests    {} ({} ok, {} errors)", r.requests, r.ok, r.errors);
     let _ = writeln!(o, "Throughput  {:.1} req/s", r.rps);
+    if r.retried > 0 {
+        let _ = writeln!(
+            o,
+            "Resent      {} on a new connection (a kept-alive one closed before answering)",
+            r.retried
+        );
+    }
     if r.in_flight_at_end > 0 {
         let _ =
             writeln!(o, "Cut off     {} in flight when the duration ended (not counted)", r.in_flight_at_end);
@@ -242,6 +249,7 @@ mod tests {
             ]),
             unattributed: 0,
             in_flight_at_end: 0,
+            retried: 0,
             schedule: None,
         }
     }

@@ -77,6 +77,8 @@ pub struct Aggregate {
     /// Open loop: sends later than [`LATE_AFTER`], and the largest delay seen, in µs.
     late: u64,
     max_lag_us: u64,
+    /// Requests resent once on a new connection (see `Report::retried`).
+    retried: u64,
 }
 
 impl Aggregate {
@@ -95,6 +97,7 @@ impl Aggregate {
             in_flight_at_end: 0,
             late: 0,
             max_lag_us: 0,
+            retried: 0,
         }
     }
 
@@ -144,6 +147,11 @@ impl Aggregate {
         }
     }
 
+    /// Counts a request that was resent on a new connection (its outcome is pushed as usual).
+    pub fn push_retry(&mut self) {
+        self.retried += 1;
+    }
+
     /// Counts a request abandoned because the run ended while it was in flight.
     pub fn push_cut_off(&mut self) {
         self.in_flight_at_end += 1;
@@ -174,6 +182,7 @@ impl Aggregate {
         self.in_flight_at_end += other.in_flight_at_end;
         self.late += other.late;
         self.max_lag_us = self.max_lag_us.max(other.max_lag_us);
+        self.retried += other.retried;
     }
 
     /// Finished requests so far (responses and errors).
@@ -224,6 +233,7 @@ impl Aggregate {
             by_worker,
             unattributed: self.unattributed,
             in_flight_at_end: self.in_flight_at_end,
+            retried: self.retried,
             schedule,
         }
     }
@@ -391,6 +401,11 @@ pub struct Report {
     pub unattributed: u64,
     /// Requests still in flight when the duration ended; not counted anywhere else.
     pub in_flight_at_end: u64,
+    /// Requests resent once on a new connection because the kept-alive connection they were
+    /// written to closed before any response (as browsers and Go's HTTP client do); each is
+    /// also counted once in `requests`, by its final outcome.
+    #[serde(default)]
+    pub retried: u64,
     /// Open loop only: schedule keeping.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub schedule: Option<ScheduleReport>,

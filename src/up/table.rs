@@ -4,19 +4,8 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use scalelab_topology::{Replica, Topology};
-
-use super::cgroup::Version;
-
-/// A snapshot of the running lab.
-pub struct View<'a> {
-    pub file: &'a Path,
-    pub topology: &'a Topology,
-    pub nodes: Vec<(&'a Replica, Option<u32>)>,
-    pub balancer_pid: Option<u32>,
-    /// The cgroup version enforcing caps, or why none is.
-    pub caps: Result<Version, &'a str>,
-}
+use scalelab_lab::cgroup::Version;
+use scalelab_lab::View;
 
 /// `1.0`, or `-` when uncapped.
 pub fn cpus(c: Option<f64>) -> String {
@@ -34,15 +23,16 @@ fn pid(p: Option<u32>) -> String {
     p.map_or_else(|| "(restarting)".to_string(), |p| p.to_string())
 }
 
-/// The table and URLs.
-pub fn render(v: &View) -> String {
+/// The table and URLs, for the lab running `file`.
+pub fn render(file: &Path, v: &View) -> String {
     let b = &v.topology.balancer;
     let mut out = String::new();
-    let workers: usize = v.nodes.iter().map(|(r, _)| r.workers).sum();
+    let workers: usize = v.nodes.iter().map(|n| n.replica.workers).sum();
     let _ =
-        writeln!(out, "scalelab lab from {}: {} node(s), {workers} worker(s)", shown(v.file), v.nodes.len());
+        writeln!(out, "scalelab lab from {}: {} node(s), {workers} worker(s)", shown(file), v.nodes.len());
     let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  PID", "NODE", "ADDRESS", "WORKERS", "CPUS");
-    for (r, p) in &v.nodes {
+    for n in &v.nodes {
+        let r = &n.replica;
         let _ = writeln!(
             out,
             "  {:<12} {:<22} {:>7} {:>5}  {}",
@@ -50,20 +40,20 @@ pub fn render(v: &View) -> String {
             r.listen,
             r.workers,
             cpus(r.cpus),
-            pid(*p)
+            pid(n.pid)
         );
     }
     let _ =
         writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", "balancer", b.listen, "", "", pid(v.balancer_pid));
     let _ = writeln!(out, "traffic:  http://{}/op1  http://{}/op2", b.listen, b.listen);
     let _ = writeln!(out, "admin:    http://{}/metrics  http://{}/state", b.admin, b.admin);
-    match v.caps {
+    match &v.caps {
         Ok(Version::V1) => out.push_str("CPU caps: enforced with cgroup v1 (cpu.cfs_quota_us)\n"),
         Ok(Version::V2) => out.push_str("CPU caps: enforced with cgroup v2 (cpu.max)\n"),
         Err(why) => {
             let _ = writeln!(out, "CPU caps: NOT enforced, nodes run uncapped ({why})");
         }
     }
-    let _ = write!(out, "Edit {} to change the lab live; Ctrl-C stops everything.", shown(v.file));
+    let _ = write!(out, "Edit {} to change the lab live; Ctrl-C stops everything.", shown(file));
     out
 }

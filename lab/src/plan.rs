@@ -1,5 +1,5 @@
 //! What a topology edit means for the running lab: which nodes to start, stop, restart or
-//! re-cap, and whether the balancer must restart. Pure, so it is tested without processes.
+//! re-cap, and whether the balancer must be replaced. Pure, so it is tested without processes.
 
 use scalelab_topology::{Replica, Topology};
 
@@ -10,16 +10,18 @@ pub struct Plan {
     pub start: Vec<Replica>,
     /// Replicas gone from the topology.
     pub stop: Vec<Replica>,
-    /// Replicas whose address changed: stop, then start again. (A workload edit needs no
-    /// restart here: node primaries watch the file and roll their workers themselves.)
+    /// Replicas whose address changed: started on the new address, then the old process is
+    /// retired like a removed replica. (A workload edit needs no restart here: node primaries
+    /// watch the published topology and roll their workers themselves.)
     pub restart: Vec<Replica>,
     /// Replicas whose CPU cap changed: new quota in place.
     pub recap: Vec<Replica>,
     /// Replicas whose worker count changed: their primary applies it itself (it watches the
     /// file); listed so the change is reported.
     pub resize: Vec<(Replica, usize)>,
-    /// The balancer section changed (listeners, health checks, algorithm): restart it.
-    /// Backend changes need no restart, the balancer discovers them.
+    /// The balancer section changed (listeners, health checks, algorithm): a new balancer
+    /// takes over on the same sockets. Backend changes need no restart, the balancer
+    /// discovers them.
     pub restart_balancer: bool,
 }
 

@@ -1,40 +1,46 @@
-//! One supervised child of `scalelab up` (the balancer or a node primary): how it is started
-//! so it can never outlive `up`, and how it is stopped (SIGTERM, deadline, SIGKILL).
+//! One supervised child of a lab (the balancer or a node primary): how it is started so it
+//! can never outlive the lab, and the non-blocking steps of stopping it (SIGTERM, a deadline,
+//! SIGKILL of its process group). Waiting is the supervisor's loop's business, never a sleep
+//! here.
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
-/// A running child in its own process group (so a terminal's Ctrl-C reaches `up` alone, and
-/// `up` decides the order of shutdown).
+/// A running child in its own process group (so a terminal's Ctrl-C reaches the lab's owner
+/// alone, and the lab decides the order of shutdown).
 #[derive(Debug)]
 pub struct Proc {
     child: Child,
-    /// When the current stop began (SIGTERM sent), and its deadline for SIGKILL.
+    /// When SIGTERM was sent, if it was.
     stopping: Option<Instant>,
 }
 
 impl Proc {
-    /// Starts `scalelab ARGS...` (this same binary). If `up` dies, even by SIGKILL, the kernel
-    /// sends the child SIGTERM (PR_SET_PDEATHSIG), so nothing is left behind.
-    pub fn spawn(args: &[String]) -> anyhow::Result<Proc> {
-        let exe = std::env::current_exe().context("cannot find the scalelab executable")?;
+    /// Starts `exe ARGS...` with `fds` placed in the child and `env` added. If the lab's
+    /// process dies, even by SIGKILL, the kernel sends the child SIGTERM, so nothing is left
+    /// behind.
+    pub fn spawn(
+        exe: &Path,
+        args: &[String],
+        fds: Vec<FdMapping>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Proc> {
         let mut cmd = Command::new(exe);
         cmd.args(args).stdin(Stdio::null()).process_group(0);
-        // SAFETY: prctl is async-signal-safe and allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        for (k, v) in env {
+            cmd.env(k, v);
         }
-        let child = cmd.spawn().with_context(|| format!("cannot start scalelab {}", args.join(" ")))?;
+        cmd.fd_mappings(fds).context("mapping the child's descriptors")?;
+        scalelab_node::lifeline::arm_parent_death_signal(&mut cmd);
+        let child =
+            cmd.spawn().with_context(|| format!("cannot start {} {}", exe.display(), args.join(" ")))?;
         Ok(Proc { child, stopping: None })
     }
 
@@ -68,25 +74,18 @@ impl Proc {
         self.stopping.is_some_and(|t| t.elapsed() > grace)
     }
 
+    /// Waits for the child to exit (after a SIGKILL this is immediate); for a last-resort
+    /// cleanup only.
+    pub fn wait(&mut self) {
+        if let Err(e) = self.child.wait() {
+            tracing::debug!("waiting for {}: {e}", self.pid());
+        }
+    }
+
     /// SIGKILLs the child's whole process group (its workers too).
     pub fn kill_group(&mut self) {
         if let Err(e) = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL) {
             tracing::debug!("SIGKILL to group {}: {e}", self.pid());
-        }
-    }
-
-    /// Stops the child and waits for it: SIGTERM, then SIGKILL of its group after `grace`.
-    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
-        self.terminate();
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Some(status);
-            }
-            if self.overdue(grace) {
-                self.kill_group();
-                return self.child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -1,7 +1,6 @@
-//! Readiness: when `up` may tell the user the lab is ready. First every node's listener
-//! accepts (so the balancer's first health check finds them up), then the balancer's listener
-//! accepts and its admin `/state` shows every node healthy. Each wait is bounded; what is not
-//! ready in time is named, and the lab runs anyway.
+//! Readiness probes: a node is ready when its listener accepts, the lab when the balancer's
+//! admin `/state` lists exactly the topology's nodes, all healthy. Each wait is bounded and
+//! says what it saw last.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use scalelab_balancer::status::StateReport;
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -46,7 +46,7 @@ pub async fn balancer_sees(admin: SocketAddr, names: &[String], within: Duration
     want.sort_unstable();
     loop {
         let seen = match timeout(PROBE_TIMEOUT, get_state(admin)).await {
-            Ok(Ok(state)) => healthy_names(&state).map_err(|e| format!("{admin}/state: {e}")),
+            Ok(Ok(state)) => Ok(state.healthy_names()),
             Ok(Err(e)) => Err(format!("{admin}/state: {e}")),
             Err(_) => Err(format!("{admin}/state: no answer within {PROBE_TIMEOUT:?}")),
         };
@@ -62,20 +62,8 @@ pub async fn balancer_sees(admin: SocketAddr, names: &[String], within: Duration
     }
 }
 
-/// The sorted names of the healthy backends in a `/state` document.
-fn healthy_names(state: &serde_json::Value) -> Result<Vec<String>, String> {
-    let backends = state["backends"].as_array().ok_or("no \"backends\" array")?;
-    let mut names: Vec<String> = backends
-        .iter()
-        .filter(|b| b["healthy"].as_bool() == Some(true))
-        .filter_map(|b| b["name"].as_str().map(String::from))
-        .collect();
-    names.sort_unstable();
-    Ok(names)
-}
-
 /// `GET /state` from the balancer's admin listener, parsed.
-async fn get_state(admin: SocketAddr) -> Result<serde_json::Value, String> {
+pub async fn get_state(admin: SocketAddr) -> Result<StateReport, String> {
     let stream = TcpStream::connect(admin).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     let driver = tokio::spawn(conn);
@@ -89,21 +77,5 @@ async fn get_state(admin: SocketAddr) -> Result<serde_json::Value, String> {
     }
     let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     driver.abort();
-    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn healthy_names_skips_the_unhealthy_and_sorts() {
-        let state = serde_json::json!({"backends": [
-            {"name": "node-2", "healthy": true},
-            {"name": "node-3", "healthy": false},
-            {"name": "node-1", "healthy": true},
-        ]});
-        assert_eq!(healthy_names(&state).unwrap(), ["node-1", "node-2"]);
-        assert!(healthy_names(&serde_json::json!({})).is_err());
-    }
+    serde_json::from_slice(&body).map_err(|e| format!("not a /state document: {e}"))
 }

@@ -1,0 +1,190 @@
+//! A whole lab on one machine, as a library: every node of a topology and the pingora
+//! balancer in front of them, as supervised child processes that follow live edits. `scalelab
+//! up` is this plus signals and a file watch; `scalelab sweep` drives it through a series of
+//! topologies.
+//!
+//! ```no_run
+//! # async fn demo(t: scalelab_topology::Topology, edited: scalelab_topology::Topology) -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! let lab = scalelab_lab::Lab::start(&t, scalelab_lab::LabOptions::current_exe()?).await?;
+//! lab.wait_ready(Duration::from_secs(10)).await?;
+//! let plan = lab.apply(&edited).await?; // live: start/stop nodes, re-cap, hand the balancer over
+//! lab.shutdown(std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - this file: [`Lab`], the handle: `start`, `wait_ready`, `apply`, `view`, `cpu_usage`,
+//!   `shutdown`; and what they answer ([`View`], [`NotReady`]).
+//! - `supervisor`: the task that owns the children (reap, respawn, retire, stop, hand over).
+//! - [`plan`]: what a topology edit means for the running lab (pure).
+//! - `process`: one child: how it is started and stopped.
+//! - `snapshot`: the published topology the children watch.
+//! - [`cgroup`]: per-node CPU caps and CPU accounting.
+//! - `ready`: readiness probes (a node listens; the balancer sees every node healthy).
+
+pub mod cgroup;
+pub mod plan;
+mod process;
+mod ready;
+mod snapshot;
+mod supervisor;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use scalelab_topology::{Replica, Topology};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+pub use plan::Plan;
+pub use ready::get_state;
+use supervisor::{Command, Supervisor};
+
+/// How long start-up waits for the nodes to listen before it starts the balancer anyway.
+const NODES_LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// How a lab runs its children.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// The scalelab executable the children run (`scalelab node`, `scalelab balancer`).
+    pub exe: PathBuf,
+    /// `RUST_LOG` for the children; `None` leaves them the environment's.
+    pub log_filter: Option<String>,
+}
+
+impl LabOptions {
+    /// Children run this very executable (right for the `scalelab` binary itself).
+    pub fn current_exe() -> anyhow::Result<LabOptions> {
+        let exe = std::env::current_exe().context("cannot find the scalelab executable")?;
+        Ok(LabOptions { exe, log_filter: None })
+    }
+}
+
+/// A snapshot of the running lab.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The topology in force.
+    pub topology: Topology,
+    /// Every node, with its pid (`None` while it restarts).
+    pub nodes: Vec<NodeView>,
+    /// The balancer's pid (`None` while it restarts).
+    pub balancer_pid: Option<u32>,
+    /// The cgroup version enforcing CPU caps, or why none is.
+    pub caps: Result<cgroup::Version, String>,
+    /// The topology file the children watch (the lab's published copy).
+    pub published: PathBuf,
+}
+
+/// One node of a [`View`].
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub replica: Replica,
+    pub pid: Option<u32>,
+}
+
+/// What was not ready in time.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The balancer process never reported that it serves.
+    #[error("the balancer did not report ready within {0:?}")]
+    Balancer(Duration),
+    /// The balancer serves but does not see every node healthy; says what it saw last.
+    #[error("the balancer does not see every node healthy: {0}")]
+    Nodes(String),
+    /// The lab is gone (shut down, or its supervisor failed).
+    #[error("the lab is not running")]
+    Gone,
+}
+
+/// A running lab. Dropping it stops every child (SIGKILL); call [`Lab::shutdown`] to stop
+/// them gracefully.
+pub struct Lab {
+    cmd_tx: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Lab {
+    /// Binds the balancer's sockets, starts every node, waits (bounded) for them to listen,
+    /// then starts the balancer. A port that cannot be bound or a child that cannot be
+    /// started is an error, and nothing is left running.
+    pub async fn start(topology: &Topology, options: LabOptions) -> anyhow::Result<Lab> {
+        let mut sup = Supervisor::new(topology.clone(), options)?;
+        sup.spawn_nodes()?;
+        let late = ready::listening(&sup.node_addrs(), NODES_LISTEN_WAIT).await;
+        for addr in late {
+            tracing::warn!("node {addr} is not accepting connections after {NODES_LISTEN_WAIT:?}");
+        }
+        sup.spawn_balancer()?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let task = tokio::spawn(sup.run(cmd_rx));
+        Ok(Lab { cmd_tx, task })
+    }
+
+    async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd_tx.send(cmd(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Waits until the balancer serves and lists exactly the topology's nodes, all healthy,
+    /// so the first request sent after it is balanced over all of them.
+    pub async fn wait_ready(&self, within: Duration) -> Result<(), NotReady> {
+        let end = Instant::now() + within;
+        let probe = loop {
+            let probe = self.ask(Command::Probe).await.ok_or(NotReady::Gone)?;
+            if probe.balancer_ready {
+                break probe;
+            }
+            if Instant::now() >= end {
+                return Err(NotReady::Balancer(within));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let left = end.saturating_duration_since(Instant::now());
+        ready::balancer_sees(probe.admin, &probe.names, left).await.map_err(NotReady::Nodes)
+    }
+
+    /// Applies a valid edit live and says what it did: nodes started, retired, restarted on a
+    /// new port, re-capped, resized, and whether a new balancer takes over. An error (a new
+    /// balancer address that cannot be bound) changes nothing.
+    pub async fn apply(&self, topology: &Topology) -> anyhow::Result<Plan> {
+        self.ask(|tx| Command::Apply(Box::new(topology.clone()), tx))
+            .await
+            .context("the lab is not running")?
+    }
+
+    /// What runs now.
+    pub async fn view(&self) -> Option<View> {
+        self.ask(Command::View).await
+    }
+
+    /// CPU time each node has used since it started, from its cgroup (empty when CPU caps
+    /// are not enforced).
+    pub async fn cpu_usage(&self) -> BTreeMap<String, Duration> {
+        self.ask(Command::CpuUsage).await.unwrap_or_default()
+    }
+
+    /// Stops everything gracefully (balancer first, then nodes, each draining in-flight
+    /// requests) and removes what the lab created. If `force` resolves first (a second
+    /// Ctrl-C), whatever still runs is SIGKILLed.
+    pub async fn shutdown(self, force: impl Future<Output = ()>) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd_tx.send(Command::Shutdown(tx)).await.is_ok() {
+            tokio::pin!(force);
+            tokio::select! {
+                _ = rx => {}
+                () = &mut force => {
+                    let _ = self.cmd_tx.send(Command::Kill).await;
+                }
+            }
+        }
+        drop(self.cmd_tx);
+        if let Err(e) = self.task.await {
+            tracing::error!("the lab supervisor failed: {e}");
+        }
+    }
+}
