@@ -1,0 +1,14 @@
+//! The experiment behind `scalelab sweep`, `scalelab fit` and `scalelab report`: measure a
+//! series of topologies, fit the Universal Scalability Law to each series, and draw the result.
+//!
+//! # Layout
+//! - [`results`]: `results.json`, the serde types a sweep writes and a report reads.
+//! - [`usl`]: the Universal Scalability Law fit, by non-linear least squares.
+//! - [`fit`]: `scalelab fit FILE.csv`: read measured (N, X) pairs, fit, print.
+//! - [`report`]: `report.html`, one self-contained page of charts and tables
+//!   (`scalelab report DIR`).
+
+pub mod fit;
+pub mod report;
+pub mod results;
+pub mod usl;

@@ -1,0 +1,227 @@
+//! `report.html`: one self-contained page of charts, tables and words for a sweep's
+//! `results.json`. It opens from file:// with no network: the charts are inline SVG drawn by
+//! plotters, the page is an askama template with inline CSS, and there is no script.
+//! `scalelab report DIR` redraws it from `results.json` without measuring again.
+//!
+//! # Layout
+//! - `charts`: the three charts (throughput, latency, per-worker share), each an `<svg>`.
+//! - `text`: what a fit means, in words.
+//! - `format`: how numbers are written.
+//! - `page`: the template's data; the template itself is `templates/report.html`.
+
+mod charts;
+mod format;
+mod page;
+mod text;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use askama::Template;
+
+use crate::results::Results;
+
+/// The file a sweep writes and the report reads, inside the sweep's directory.
+pub const RESULTS_FILE: &str = "results.json";
+/// The file the report writes, beside `results.json`.
+pub const REPORT_FILE: &str = "report.html";
+
+/// `scalelab report DIR`: redraw `DIR/report.html` from `DIR/results.json`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// directory holding results.json
+    pub dir: PathBuf,
+}
+
+/// Runs `scalelab report`: writes the report and prints where.
+pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let path = write_report(&args.dir)?;
+    println!("report written to {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The whole HTML page for `results`.
+pub fn render(results: &Results) -> anyhow::Result<String> {
+    let charts = charts::draw(results)?;
+    page::Page::new(results, charts).render().context("filling templates/report.html")
+}
+
+/// Reads `dir/results.json`, writes `dir/report.html` and returns its path. The page is
+/// written beside it under a temporary name and renamed, so a browser never sees half of it.
+pub fn write_report(dir: &Path) -> anyhow::Result<PathBuf> {
+    let input = dir.join(RESULTS_FILE);
+    let json = fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
+    let results: Results =
+        serde_json::from_str(&json).with_context(|| format!("parsing {}", input.display()))?;
+    let html = render(&results).with_context(|| format!("drawing the report of {}", input.display()))?;
+    let output = dir.join(REPORT_FILE);
+    let partial = dir.join(format!("{REPORT_FILE}.partial"));
+    fs::write(&partial, html).with_context(|| format!("writing {}", partial.display()))?;
+    fs::rename(&partial, &output)
+        .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+    Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::results::{LoadSpec, Percentiles, Point, Round, Series, UslFit};
+
+    /// A fixture point at scale `n`: `rps` median with rounds ±3%, latencies growing with the
+    /// load, `workers` even shares.
+    fn point(value: f64, n: f64, rps: f64, workers: usize) -> Point {
+        let latency = Percentiles { p50: 2.0 * n, p90: 3.5 * n, p99: 6.0 * n, p999: 11.0 * n, max: 20.0 * n };
+        let by_worker: BTreeMap<String, u64> = (0..workers)
+            .map(|w| (format!("node-1/{}", w + 1), (rps * 30.0) as u64 / workers as u64))
+            .collect();
+        let round = |rps: f64| Round { rps, errors: 0, latency_ms: latency, by_worker: by_worker.clone() };
+        Point {
+            value,
+            n,
+            rps,
+            theory_rps: 1000.0 * n.min(4.0),
+            ratio: rps / (1000.0 * n.min(4.0)),
+            rounds: vec![round(rps * 0.97), round(rps), round(rps * 1.03)],
+            latency_ms: latency,
+            errors: 0,
+            by_node: BTreeMap::from([("node-1".to_string(), by_worker.values().sum())]),
+            by_worker,
+            cpu_used: BTreeMap::from([("node-1".to_string(), n.min(4.0))]),
+            topology: format!("nodes: [{{name: node-1, workers: {n}}}]\n"),
+        }
+    }
+
+    /// A fixture sweep: workers 1, 2, 4 (contention-bound fit) and replicas 1, 2, 4
+    /// (coherency-bound fit), on a 4-core machine.
+    fn fixture() -> Results {
+        let workers_fit = UslFit {
+            sigma: 0.08,
+            kappa: 0.002,
+            lambda: 980.0,
+            peak_n: Some(21.5),
+            peak_rps: Some(8125.0),
+            r_squared: 0.991,
+            points: 9,
+        };
+        let replicas_fit = UslFit {
+            sigma: 0.01,
+            kappa: 0.06,
+            lambda: 990.0,
+            peak_n: Some(4.06),
+            peak_rps: Some(2310.0),
+            r_squared: 0.97,
+            points: 9,
+        };
+        Results {
+            scalelab_version: "0.1.0".into(),
+            started: "2025-01-01T00:00:00Z".into(),
+            cores: 4,
+            runner: "native".into(),
+            base: "topology.yaml".into(),
+            load: LoadSpec {
+                target: "/op2".into(),
+                connections: 64,
+                rate: None,
+                duration_s: 10.0,
+                warmup_s: 2.0,
+                rounds: 3,
+            },
+            series: vec![
+                Series {
+                    vary: "workers".into(),
+                    points: vec![
+                        point(1.0, 1.0, 975.0, 1),
+                        point(2.0, 2.0, 1810.0, 2),
+                        point(4.0, 4.0, 3120.0, 4),
+                    ],
+                    fit: Some(workers_fit),
+                    fit_note: None,
+                },
+                Series {
+                    vary: "replicas".into(),
+                    points: vec![
+                        point(1.0, 1.0, 990.0, 1),
+                        point(2.0, 2.0, 1650.0, 2),
+                        point(4.0, 4.0, 2290.0, 4),
+                    ],
+                    fit: Some(replicas_fit),
+                    fit_note: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_page_has_every_chart_table_and_the_fit_text() {
+        let html = render(&fixture()).unwrap();
+        for id in ["chart-throughput", "chart-latency", "chart-share"] {
+            let at = html.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id}"));
+            assert!(
+                html[at..].trim_start_matches(|c| c != '>').get(1..).unwrap().starts_with("<svg"),
+                "#{id}"
+            );
+        }
+        assert_eq!(html.matches("<svg").count(), 3);
+        // The points tables: workers=2 measured 1,810 req/s against 2,000 in theory.
+        assert!(html.contains("<td>2</td><td>2</td><td>1,810</td><td>2,000</td>"), "no workers=2 row");
+        assert!(html.contains("<td>4</td><td>4</td><td>2,290</td><td>4,000</td>"), "no replicas=4 row");
+        // The fit table and its text.
+        assert!(html.contains("<td>workers</td><td>0.0800</td><td>0.00200</td><td>980</td>"), "fit row");
+        assert!(html.contains("contention-bound"));
+        assert!(html.contains("coherency-bound"));
+        assert!(html.contains("N* ≈ 21.5"));
+        assert!(html.contains("beyond the largest N measured (N = 1–4)"));
+        assert!(!html.contains("<script"), "the page needs no script");
+        for fetch in ["src=", "href=", "<link", "@import", "url("] {
+            assert!(!html.contains(fetch), "the page must load nothing, found {fetch}");
+        }
+    }
+
+    #[test]
+    fn awkward_series_still_render() {
+        let mut r = fixture();
+        let lone = point(1.0, 1.0, 0.0, 0);
+        let mut zero = lone.clone();
+        zero.latency_ms = Percentiles::default();
+        r.series.push(Series {
+            vary: "cpus".into(),
+            points: vec![zero],
+            fit: None,
+            fit_note: Some("one point".into()),
+        });
+        let mut many = point(32.0, 32.0, 9000.0, 32);
+        many.by_worker.insert("node-1/1".into(), 500_000);
+        r.series.push(Series { vary: "workers".into(), points: vec![many], fit: None, fit_note: None });
+        r.series.push(Series { vary: "replicas".into(), points: vec![], fit: None, fit_note: None });
+        let html = render(&r).unwrap();
+        assert!(html.contains("no per-worker counts"));
+        assert!(html.contains("One point."));
+        assert_eq!(html.matches("<svg").count(), 3);
+    }
+
+    #[test]
+    fn write_report_round_trips_results_json() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(RESULTS_FILE), serde_json::to_string_pretty(&fixture()).unwrap()).unwrap();
+        let path = write_report(dir.path()).unwrap();
+        assert_eq!(path, dir.path().join(REPORT_FILE));
+        assert_eq!(fs::read_to_string(&path).unwrap(), render(&fixture()).unwrap());
+        assert!(!dir.path().join("report.html.partial").exists());
+    }
+
+    #[test]
+    fn missing_or_bad_results_json_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(RESULTS_FILE);
+        let missing = format!("{:#}", write_report(dir.path()).unwrap_err());
+        assert!(missing.contains(&file.display().to_string()), "{missing}");
+
+        fs::write(&file, "{\"series\": [").unwrap();
+        let bad = format!("{:#}", write_report(dir.path()).unwrap_err());
+        assert!(bad.contains(&format!("parsing {}", file.display())), "{bad}");
+    }
+}

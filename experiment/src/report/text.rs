@@ -1,0 +1,222 @@
+//! What a series' fit means, in words: whether contention (σ) or coherency (κ) bounds it,
+//! where N* falls against the N that was measured, and how far to trust the fit.
+
+use crate::results::{Series, UslFit};
+
+use super::format;
+
+/// Below this R² the text warns that the model fits the points poorly.
+const POOR_R_SQUARED: f64 = 0.9;
+
+/// One series' fit, explained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitText {
+    /// The varied field (`workers`, `replicas`, `cpus`).
+    pub series: String,
+    /// `contention-bound`, `coherency-bound`, `linear`, or `no fit`.
+    pub verdict: String,
+    /// The sentences after the verdict.
+    pub explanation: String,
+}
+
+/// Where N* lies relative to the measured N.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PeakPlace {
+    Below,
+    Inside,
+    Beyond,
+}
+
+/// Explains the fit of `series`, or why it has none.
+pub fn explain(series: &Series) -> FitText {
+    let series_name = series.vary.clone();
+    let Some(fit) = &series.fit else {
+        let why = series
+            .fit_note
+            .as_deref()
+            .map(sentence)
+            .unwrap_or_else(|| "The sweep recorded no reason.".into());
+        return FitText { series: series_name, verdict: "no fit".into(), explanation: why };
+    };
+    let (lo, hi) = measured_range(series);
+    let mut sentences = vec![bound(fit), peak(fit, lo, hi)];
+    if fit.r_squared < POOR_R_SQUARED {
+        sentences.push(format!(
+            "R² = {} is low: the curve misses much of the spread, so read σ and κ with care.",
+            format::sig3(fit.r_squared)
+        ));
+    }
+    if let Some(note) = &series.fit_note {
+        sentences.push(format!("Note: {}", sentence(note)));
+    }
+    FitText { series: series_name, verdict: verdict(fit).into(), explanation: sentences.join(" ") }
+}
+
+/// The one-word reading of σ against κ.
+fn verdict(fit: &UslFit) -> &'static str {
+    if fit.sigma == 0.0 && fit.kappa == 0.0 {
+        "linear"
+    } else if fit.sigma > fit.kappa {
+        "contention-bound"
+    } else if fit.kappa > fit.sigma {
+        "coherency-bound"
+    } else {
+        "contention and coherency alike"
+    }
+}
+
+/// The sentence that says which term dominates and what that does to scaling.
+fn bound(fit: &UslFit) -> String {
+    let (s, k) = (format::sig3(fit.sigma), format::sig3(fit.kappa));
+    match verdict(fit) {
+        "linear" => "σ = κ = 0: every unit added contributed its full λ, nothing held scaling back.".into(),
+        "contention-bound" => format!(
+            "σ = {s} > κ = {k}: the serial share of the work (waiting for something only one \
+             unit can hold at a time) costs more than crosstalk between units, so throughput \
+             flattens out more than it turns down."
+        ),
+        "coherency-bound" => format!(
+            "κ = {k} > σ = {s}: the cost of keeping units in step grows with N², so past N* \
+             each unit added lowers throughput."
+        ),
+        _ => format!("σ = κ = {s}: contention and coherency weigh the same."),
+    }
+}
+
+/// The sentence that places N* (or the ceiling, when there is no peak) against the measured N.
+fn peak(fit: &UslFit, lo: f64, hi: f64) -> String {
+    let range = if lo == hi {
+        format!("N = {}", format::n(lo))
+    } else {
+        format!("N = {}–{}", format::n(lo), format::n(hi))
+    };
+    let Some(peak_n) = fit.peak_n else {
+        return match fit.peak_rps {
+            Some(ceiling) => format!(
+                "κ = 0, so there is no peak: throughput levels off towards λ/σ ≈ {} req/s \
+                 (measured {range}).",
+                format::rps(ceiling)
+            ),
+            None => format!("No peak and no ceiling within the model (measured {range})."),
+        };
+    };
+    let at = fit
+        .peak_rps
+        .map(|x| format!(", where the model predicts {} req/s", format::rps(x)))
+        .unwrap_or_default();
+    let n_star = format!("N* ≈ {}{at}", format::sig3(peak_n));
+    match place(peak_n, lo, hi) {
+        PeakPlace::Below => format!(
+            "{n_star}, below the smallest N measured ({range}): by the fit, adding units past \
+             N* only lowers throughput."
+        ),
+        PeakPlace::Inside => format!(
+            "{n_star}, inside the measured range ({range}): the sweep saw the peak, and scaling \
+             past it bought less throughput, not more."
+        ),
+        PeakPlace::Beyond => format!(
+            "{n_star}, beyond the largest N measured ({range}): throughput was still rising \
+             where it was measured, and the peak is an extrapolation."
+        ),
+    }
+}
+
+fn place(peak_n: f64, lo: f64, hi: f64) -> PeakPlace {
+    if peak_n < lo {
+        PeakPlace::Below
+    } else if peak_n > hi {
+        PeakPlace::Beyond
+    } else {
+        PeakPlace::Inside
+    }
+}
+
+/// `note` as a sentence: a capital first letter and a full stop.
+fn sentence(note: &str) -> String {
+    let note = note.trim().trim_end_matches('.');
+    let mut chars = note.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
+}
+
+/// The smallest and largest N of the series' points; (0, 0) for a series with none.
+pub fn measured_range(series: &Series) -> (f64, f64) {
+    let ns = series.points.iter().map(|p| p.n).filter(|n| n.is_finite());
+    let (lo, hi) = ns.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), n| (lo.min(n), hi.max(n)));
+    if lo > hi {
+        (0.0, 0.0)
+    } else {
+        (lo, hi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Percentiles, Point};
+
+    fn fit(sigma: f64, kappa: f64, peak_n: Option<f64>) -> UslFit {
+        UslFit { sigma, kappa, lambda: 1000.0, peak_n, peak_rps: Some(5000.0), r_squared: 0.98, points: 9 }
+    }
+
+    /// A series with points at N = 1, 2, 4 and the given fit.
+    fn series(fit: Option<UslFit>) -> Series {
+        let point = |n: f64| Point {
+            value: n,
+            n,
+            rps: 1000.0 * n,
+            theory_rps: 1000.0 * n,
+            ratio: 1.0,
+            rounds: vec![],
+            latency_ms: Percentiles::default(),
+            errors: 0,
+            by_node: Default::default(),
+            by_worker: Default::default(),
+            cpu_used: Default::default(),
+            topology: String::new(),
+        };
+        Series {
+            vary: "workers".into(),
+            points: vec![point(1.0), point(2.0), point(4.0)],
+            fit,
+            fit_note: None,
+        }
+    }
+
+    #[test]
+    fn sigma_above_kappa_is_contention_bound() {
+        let t = explain(&series(Some(fit(0.05, 0.001, Some(30.8)))));
+        assert_eq!(t.verdict, "contention-bound");
+        assert!(t.explanation.contains("beyond the largest N measured (N = 1–4)"), "{}", t.explanation);
+    }
+
+    #[test]
+    fn kappa_above_sigma_is_coherency_bound_and_places_the_peak() {
+        let t = explain(&series(Some(fit(0.01, 0.05, Some(3.1)))));
+        assert_eq!(t.verdict, "coherency-bound");
+        assert!(t.explanation.contains("N* ≈ 3.10"), "{}", t.explanation);
+        assert!(t.explanation.contains("inside the measured range"), "{}", t.explanation);
+        let below = explain(&series(Some(fit(0.01, 0.9, Some(0.8)))));
+        assert!(below.explanation.contains("below the smallest N"), "{}", below.explanation);
+    }
+
+    #[test]
+    fn no_peak_levels_off() {
+        let t = explain(&series(Some(fit(0.1, 0.0, None))));
+        assert!(t.explanation.contains("levels off towards λ/σ ≈ 5,000 req/s"), "{}", t.explanation);
+    }
+
+    #[test]
+    fn poor_fit_and_missing_fit_are_said() {
+        let mut poor = fit(0.1, 0.01, Some(9.5));
+        poor.r_squared = 0.5;
+        assert!(explain(&series(Some(poor))).explanation.contains("R² = 0.500 is low"));
+        let mut none = series(None);
+        none.fit_note = Some("too few points to fit 3 parameters.".into());
+        let t = explain(&none);
+        assert_eq!(t.verdict, "no fit");
+        assert_eq!(t.explanation, "Too few points to fit 3 parameters.");
+    }
+}

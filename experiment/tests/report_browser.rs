@@ -1,0 +1,231 @@
+//! The report as a person sees it: a fixture `results.json` is rendered with `write_report`,
+//! then opened from file:// in Debian's headless Chromium, once to dump the DOM (every chart's
+//! `<svg>` must be there with drawn marks in it) and once to take a screenshot, kept as
+//! `target/test-artifacts/report.png` with the page beside it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use scalelab_experiment::report::write_report;
+use scalelab_experiment::results::{LoadSpec, Percentiles, Point, Results, Round, Series, UslFit};
+
+/// Debian's Chromium, which `scripts/test.sh` installs.
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long one Chromium run may take before it is killed.
+const CHROMIUM_DEADLINE: Duration = Duration::from_secs(90);
+
+#[test]
+fn chromium_renders_every_chart_of_the_report() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: this test needs Debian's chromium, which scripts/test.sh installs \
+         (apt-get install chromium)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let json = serde_json::to_string_pretty(&fixture()).unwrap();
+    fs::write(dir.path().join("results.json"), json).unwrap();
+    let report = write_report(dir.path()).unwrap();
+    let url = format!("file://{}", report.display());
+
+    let dom = chromium(dir.path(), "dom", &["--dump-dom", &url]);
+    // (id, mark that must appear, how many at least): the throughput chart has a circle per
+    // measured point and a polyline per curve, the latency chart a polyline per point, the
+    // share chart a rectangle per worker segment.
+    let expected = [
+        ("chart-throughput", "<circle", 11),
+        ("chart-throughput", "<polyline", 4),
+        ("chart-latency", "<polyline", 10),
+        ("chart-latency", "<circle", 40),
+        ("chart-share", "<rect", 40),
+    ];
+    for (id, mark, at_least) in expected {
+        let chart = container(&dom, id);
+        assert!(chart.contains("<svg"), "#{id} holds no <svg> in the DOM Chromium built");
+        let drawn = chart.matches(mark).count();
+        assert!(drawn >= at_least, "#{id} has {drawn} {mark}> elements, expected at least {at_least}");
+        assert!(chart.matches("<text").count() >= 8, "#{id} has almost no text: no axes or labels");
+    }
+    assert!(dom.contains("coherency-bound") && dom.contains("contention-bound"), "the fit text is missing");
+
+    let artifacts = artifacts_dir();
+    fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join("report.png");
+    let _ = fs::remove_file(&png);
+    let shot = format!("--screenshot={}", png.display());
+    chromium(dir.path(), "screenshot", &[&shot, "--window-size=1280,2400", "--hide-scrollbars", &url]);
+    let bytes = fs::read(&png).unwrap_or_else(|e| panic!("Chromium wrote no {}: {e}", png.display()));
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", png.display());
+    let size = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!((size(16), size(20)), (1280, 2400), "screenshot size (width, height)");
+    fs::copy(&report, artifacts.join("report.html")).unwrap();
+    eprintln!("screenshot: {}", png.display());
+}
+
+/// The markup inside the element with `id`, up to the end of its `<figure>`.
+fn container<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no element #{id} in the DOM"));
+    let end = dom[start..].find("</figure>").map_or(dom.len(), |e| start + e);
+    &dom[start..end]
+}
+
+/// Runs headless Chromium with `args` and a fresh profile under `dir`, within
+/// `CHROMIUM_DEADLINE`, and returns its standard output. Chromium and its helpers run in a
+/// process group of their own, killed by its id if the deadline passes.
+fn chromium(dir: &Path, name: &str, args: &[&str]) -> String {
+    let profile = dir.join(format!("profile-{name}"));
+    let (out_path, err_path) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.err")));
+    let mut child = Command::new(CHROMIUM)
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {CHROMIUM}: {e}"));
+    let deadline = Instant::now() + CHROMIUM_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let group = format!("-{}", child.id());
+            let killed = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
+            panic!(
+                "chromium ({name}) ran past {CHROMIUM_DEADLINE:?}; killed process group {group}: {killed:?}\n{}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        sleep(Duration::from_millis(100));
+    };
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(status.success(), "chromium ({name}) failed with {status}:\n{stderr}");
+    fs::read_to_string(&out_path).unwrap()
+}
+
+/// `target/test-artifacts`, under `CARGO_TARGET_DIR` when set.
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("test-artifacts")
+}
+
+// ---- the fixture: a made-up sweep on a 4-core machine, /op2 costing 1 ms of CPU ----
+
+/// A USL fit with its peak worked out the way the fit reports it.
+fn usl(sigma: f64, kappa: f64, lambda: f64, r_squared: f64, points: usize) -> UslFit {
+    let mut fit = UslFit { sigma, kappa, lambda, peak_n: None, peak_rps: None, r_squared, points };
+    if kappa > 0.0 {
+        let n = ((1.0 - sigma) / kappa).sqrt();
+        fit.peak_n = Some(n);
+        fit.peak_rps = Some(fit.throughput(n));
+    } else if sigma > 0.0 {
+        fit.peak_rps = Some(lambda / sigma);
+    }
+    fit
+}
+
+/// A point measured at `rps` (zero: every request failed) with its responses split over
+/// `weights` (`node/worker`, relative weight).
+fn point(value: f64, n: f64, rps: f64, weights: &[(String, f64)]) -> Point {
+    let theory = 1000.0 * n.min(4.0);
+    let ms = |x: f64| if rps > 0.0 { x * 64.0 / rps * 1000.0 } else { 0.0 };
+    let latency = Percentiles { p50: ms(0.9), p90: ms(1.6), p99: ms(3.1), p999: ms(6.5), max: ms(9.0) };
+    let total = rps * 30.0;
+    let sum: f64 = weights.iter().map(|(_, w)| w).sum();
+    let by_worker: BTreeMap<String, u64> =
+        weights.iter().map(|(k, w)| (k.clone(), (total * w / sum).round() as u64)).collect();
+    let mut by_node: BTreeMap<String, u64> = BTreeMap::new();
+    for (k, c) in &by_worker {
+        *by_node.entry(k.split('/').next().unwrap().to_string()).or_default() += c;
+    }
+    let errors = if rps > 0.0 { 0 } else { 1800 };
+    let round = |f: f64| Round {
+        rps: rps * f,
+        errors: errors / 3,
+        latency_ms: latency,
+        by_worker: by_worker.clone(),
+    };
+    Point {
+        value,
+        n,
+        rps,
+        theory_rps: theory,
+        ratio: rps / theory,
+        rounds: vec![round(0.96), round(1.0), round(1.03)],
+        latency_ms: latency,
+        errors,
+        cpu_used: by_node.keys().map(|k| (k.clone(), n.min(4.0) / by_node.len() as f64)).collect(),
+        by_node,
+        by_worker,
+        topology: format!("# fixture\nnodes: {n}\n"),
+    }
+}
+
+/// `count` workers on one node, nearly even.
+fn one_node(count: usize) -> Vec<(String, f64)> {
+    (1..=count).map(|w| (format!("node-1/{w}"), 1.0 + 0.04 * ((w * 7) % 5) as f64)).collect()
+}
+
+/// One worker on each of `count` nodes, with the first node taking `first` of the weight.
+fn one_per_node(count: usize, first: f64) -> Vec<(String, f64)> {
+    let rest = (1.0 - first) / (count as f64 - 1.0).max(1.0);
+    (1..=count).map(|n| (format!("node-{n}/1"), if n == 1 { first } else { rest })).collect()
+}
+
+fn fixture() -> Results {
+    let workers = usl(0.015, 0.02, 980.0, 0.987, 15);
+    let replicas = usl(0.12, 0.002, 990.0, 0.962, 9);
+    let measured = |fit: &UslFit, n: f64, wobble: f64| fit.throughput(n) * wobble;
+    Results {
+        scalelab_version: "0.1.0".into(),
+        started: "2025-06-01T12:00:00Z".into(),
+        cores: 4,
+        runner: "native".into(),
+        base: "topology.yaml".into(),
+        load: LoadSpec {
+            target: "/op2".into(),
+            connections: 64,
+            rate: None,
+            duration_s: 10.0,
+            warmup_s: 2.0,
+            rounds: 3,
+        },
+        series: vec![
+            Series {
+                vary: "workers".into(),
+                points: [(1.0, 1.01), (2.0, 0.98), (4.0, 1.02), (8.0, 0.99), (16.0, 1.01)]
+                    .iter()
+                    .map(|&(n, w)| point(n, n, measured(&workers, n, w), &one_node(n as usize)))
+                    .collect(),
+                fit: Some(workers),
+                fit_note: None,
+            },
+            Series {
+                vary: "replicas".into(),
+                points: vec![
+                    point(1.0, 1.0, measured(&replicas, 1.0, 0.99), &one_per_node(1, 1.0)),
+                    point(2.0, 2.0, measured(&replicas, 2.0, 1.01), &one_per_node(2, 0.52)),
+                    point(4.0, 4.0, measured(&replicas, 4.0, 1.0), &one_per_node(4, 0.7)),
+                ],
+                fit: Some(replicas),
+                fit_note: None,
+            },
+            Series {
+                vary: "cpus".into(),
+                points: vec![point(0.25, 0.25, 0.0, &[]), point(2.0, 2.0, 1880.0, &one_node(2))],
+                fit: None,
+                fit_note: Some("2 distinct N are too few to fit σ, κ and λ".into()),
+            },
+        ],
+    }
+}
