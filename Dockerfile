@@ -21,22 +21,30 @@ WORKDIR /src
 
 # Dependencies first: this layer is rebuilt only when a manifest or the lock file changes.
 # Stub sources give every workspace member a target so cargo can build the dependency graph.
+# Every member of [workspace] members needs its manifest here (scripts/test-docker.sh checks
+# that the list below matches `cargo metadata`).
 COPY Cargo.toml Cargo.lock ./
 COPY topology/Cargo.toml topology/
 COPY node/Cargo.toml node/
 COPY balancer/Cargo.toml balancer/
 COPY loadgen/Cargo.toml loadgen/
-RUN mkdir -p src topology/src node/src balancer/src loadgen/src \
+COPY lab/Cargo.toml lab/
+COPY experiment/Cargo.toml experiment/
+ARG MEMBERS="topology node balancer loadgen lab experiment"
+RUN for m in $MEMBERS; do mkdir -p "$m/src" && touch "$m/src/lib.rs"; done \
+    && mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs topology/src/lib.rs node/src/lib.rs balancer/src/lib.rs loadgen/src/lib.rs \
+    && touch src/lib.rs \
     && cargo build --release --locked \
-    && rm -rf src topology/src node/src balancer/src loadgen/src
+    && for m in $MEMBERS; do rm -rf "$m/src"; done \
+    && rm -rf src
 
 # Then the sources. COPY keeps their modification times, which can be older than the stub
 # build's artifacts: touch them so cargo rebuilds the workspace crates for real. The debug
 # line tables the release profile keeps are dropped (80 MB -> 15 MB); symbols stay.
 COPY . .
-RUN find src topology/src node/src balancer/src loadgen/src -name '*.rs' -exec touch {} + \
+RUN for m in $MEMBERS; do find "$m/src" -name '*.rs' -exec touch {} +; done \
+    && find src -name '*.rs' -exec touch {} + \
     && cargo build --release --locked \
     && mkdir /out \
     && strip --strip-debug -o /out/scalelab target/release/scalelab

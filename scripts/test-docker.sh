@@ -99,6 +99,8 @@ remove_run_objects() {
     ((${#ids[@]} == 0)) || docker rm -f "${ids[@]}" >/dev/null 2>&1 || true
     mapfile -t ids < <(docker network ls -q --filter "label=$run_label" 2>/dev/null)
     ((${#ids[@]} == 0)) || docker network rm "${ids[@]}" >/dev/null 2>&1 || true
+    mapfile -t ids < <(docker image ls -q --filter "label=$run_label" 2>/dev/null)
+    ((${#ids[@]} == 0)) || docker image rm -f "${ids[@]}" >/dev/null 2>&1 || true
 }
 
 cleanup() {
@@ -156,6 +158,58 @@ check() {
 
 lint_dockerfile() {
     hadolint Dockerfile
+}
+
+# The Dockerfile's builder stage cannot run here (no registry to pull rust:1-bookworm from),
+# so what it relies on is checked offline instead:
+#   - its dependency stage copies the manifest of every workspace member and stubs each one
+#     (`ARG MEMBERS`): the same members as `cargo metadata`, and the copied manifests with the
+#     stubs resolve against Cargo.lock (`cargo tree --locked --offline` in a replica of it);
+#   - the build context that .dockerignore leaves (taken by a `FROM scratch` build, which
+#     pulls nothing) holds every member's manifest and sources and Cargo.lock, and resolves
+#     the same way; target/ and .git/ stay out.
+# A workspace member added without its Dockerfile lines fails here, not at a user's first
+# `docker compose up`.
+dockerfile_matches_workspace() {
+    local members declared copied dir ctx cid
+    members=$(cargo metadata --no-deps --format-version 1 --offline | python3 -c '
+import json, os, sys
+m = json.load(sys.stdin)
+root = m["workspace_root"]
+print(" ".join(sorted(os.path.relpath(os.path.dirname(p["manifest_path"]), root)
+                      for p in m["packages"] if os.path.dirname(p["manifest_path"]) != root)))')
+    declared=$(sed -n 's/^ARG MEMBERS="\(.*\)"$/\1/p' Dockerfile | tr ' ' '\n' | sort | xargs)
+    [[ $declared == "$members" ]] || fail "Dockerfile ARG MEMBERS is [$declared], the workspace members are [$members]"
+    local manifests
+    mapfile -t manifests < <(awk '$1 == "COPY" && /Cargo\.(toml|lock)/ { for (i = 2; i < NF; i++) print $i }' Dockerfile)
+    copied=$(printf '%s\n' "${manifests[@]}" | sed -n 's|^\(.*\)/Cargo\.toml$|\1|p' | sort | xargs)
+    [[ $copied == "$members" ]] || fail "the Dockerfile copies the manifests of [$copied], the workspace members are [$members]"
+
+    dir=$work/dependency-stage
+    local f m
+    for f in "${manifests[@]}"; do install -D -m 0644 "$f" "$dir/$f"; done
+    for m in $declared; do mkdir -p "$dir/$m/src" && touch "$dir/$m/src/lib.rs"; done
+    mkdir -p "$dir/src" && echo 'fn main() {}' >"$dir/src/main.rs" && touch "$dir/src/lib.rs"
+    cargo tree --locked --offline --quiet --workspace --depth 1 --manifest-path "$dir/Cargo.toml" >/dev/null ||
+        fail "the Dockerfile's dependency stage does not resolve (see cargo's message above)"
+
+    ctx=$work/build-context
+    mkdir -p "$ctx"
+    printf 'FROM scratch\nCOPY . /context/\n' |
+        docker build --quiet --label "$run_label" -t "scalelab-context-$$:check" -f - . >/dev/null 2>"$work/context.err" ||
+        fail "cannot take the build context: $(cat "$work/context.err")"
+    cid=$(docker create --label "$run_label" "scalelab-context-$$:check" /none)
+    docker cp "$cid:/context" - | tar -x -C "$ctx"
+    docker rm "$cid" >/dev/null
+    docker image rm "scalelab-context-$$:check" >/dev/null
+    for m in . $members; do
+        [[ -f $ctx/context/$m/Cargo.toml && -d $ctx/context/$m/src ]] || fail "the build context lacks $m/Cargo.toml or $m/src"
+    done
+    [[ -f $ctx/context/Cargo.lock ]] || fail "the build context lacks Cargo.lock"
+    [[ ! -e $ctx/context/target && ! -e $ctx/context/.git ]] || fail "the build context holds target/ or .git/"
+    cargo tree --locked --offline --quiet --workspace --depth 1 --manifest-path "$ctx/context/Cargo.toml" >/dev/null ||
+        fail "the build context does not resolve (see cargo's message above)"
+    log "workspace members [$members]; build context $(du -sh "$ctx/context" | cut -f1), $(find "$ctx/context" -type f | wc -l) files"
 }
 
 assemble_image() {
@@ -241,6 +295,58 @@ finish_load() {
     ((requests > 0)) || fail "no request was sent"
 }
 
+# What a first `docker compose up` does with compose.yaml, shown without a registry:
+#   - `docker compose config` accepts the file; the balancer (which every `up` starts) and the
+#     load tool (which `docker compose run` starts alone) carry `build:` with the project
+#     directory as context; the node groups only name the image, so `up` builds it once
+#     (Compose builds once per service with `build:`, even for one shared image); the
+#     long-running services have `restart: unless-stopped`;
+#   - with the image present, a dry run of `up` plans no pull and no build (so the tests'
+#     `--no-build` changes nothing);
+#   - with the image absent (the same file naming an image that does not exist), a dry run of
+#     `up` plans exactly one build, the balancer's, before creating any container.
+# The last dry run passes `--pull never`: under the default pull policy (`missing`) Compose
+# first asks the registry for the image, and builds when that fails (it ignores the failed
+# pull because a service of the project builds that image); a dry run makes the engine ask
+# too, and this test sends nothing off the machine.
+compose_build_plan() {
+    local dir=$work/build-plan cfg plan absent=scalelab-absent-$$:dry-run
+    mkdir -p "$dir"
+    cp compose.yaml topology.yaml Dockerfile .dockerignore "$dir/"
+    cfg=$(docker compose -f "$dir/compose.yaml" --profile tools config --format json) ||
+        fail "docker compose config rejects compose.yaml"
+    local facts
+    facts=$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); d = sys.argv[2]; s = r["services"]
+builds = sorted(n for n in s if "build" in s[n])
+ok = all(s[n]["build"].get("context") == d and s[n]["build"].get("dockerfile") == "Dockerfile" for n in builds)
+restart = sorted(n for n in s if s[n].get("restart") == "unless-stopped")
+pulls = sorted(set(s[n].get("pull_policy", "missing") for n in s))
+print("build: %s (context %s); restart: %s; pull_policy: %s"
+      % (" ".join(builds), "ok" if ok else "wrong", " ".join(restart), " ".join(pulls)))' "$cfg" "$dir")
+    log "compose config: $facts"
+    [[ $facts == "build: balancer load (context ok); restart: balancer node; pull_policy: missing" ]] ||
+        fail "compose config: want build on balancer and load (context $dir, Dockerfile), restart on balancer and node, the default pull policy"
+
+    plan=$(docker compose -f "$dir/compose.yaml" up --dry-run -d 2>&1) || fail "up --dry-run failed: $plan"
+    ! grep -Eq 'Pulling|Built' <<<"$plan" || fail "with the image present, up plans a pull or a build: $plan"
+    log "image present: up plans $(grep -c 'Container .* Created$' <<<"$plan") containers, no pull, no build"
+
+    ! docker image inspect "$absent" >/dev/null 2>&1 || fail "$absent exists"
+    sed "s|image: $image|image: $absent|" "$dir/compose.yaml" >"$dir/compose.absent.yaml"
+    plan=$(docker compose -f "$dir/compose.absent.yaml" up --dry-run --pull never -d 2>&1) ||
+        fail "up --dry-run with the image absent failed: $plan"
+    local built
+    built=$(grep -E ' Built$' <<<"$plan" | awk '{ print $(NF - 1) }' | xargs)
+    [[ $built == balancer ]] || fail "with the image absent, up should build once (balancer), plans [$built]: $plan"
+    # The build comes before the first container is created.
+    [[ $(grep -nE ' Built$| Creating$' <<<"$plan" | head -n 1) == *Built ]] ||
+        fail "the build is not planned before the containers: $plan"
+    log "image absent: up plans 1 build ($built), then $(grep -c 'Container .* Created$' <<<"$plan") containers"
+    ! docker image inspect "$absent" >/dev/null 2>&1 || fail "the dry run made $absent"
+}
+
 compose_up() {
     "$bin" compose --check || fail "compose.yaml or stack.yaml is out of date: run scalelab compose"
     mkdir -p "$lab"
@@ -302,6 +408,100 @@ kill_node_under_load() {
     wait_until 30 "balancer sees 2 healthy nodes" healthy_backends_are 2
 }
 
+# ---- the balancer killed under load -----------------------------------------------------
+# Under compose the balancer is one container, and bringing it back is Docker's business
+# (`restart: unless-stopped`). Two ways to lose it, each under a bounded load from the host
+# (16 connections on /op1), each measured: the requests, the errors by kind, how long until
+# /op1 answers again (polled every 0.1 s with 0.5 s timeouts), and Docker's RestartCount.
+#   1. `docker kill`: Docker counts a kill through its API as an explicit stop, and its
+#      restart policy leaves the container stopped (engine 20.10.24: after `docker kill`, with
+#      any signal, neither `unless-stopped` nor `always` restarts). The check watches for 3 s
+#      whether it comes back, then does what an operator does, `docker compose up -d`.
+#   2. a crash: the balancer process dies outside Docker's API (here `kill -9` of its host PID,
+#      as the OOM killer would): the restart policy brings it back.
+# Asserted: each time the balancer answers again within 15 s of what brings it back, the
+# restart policy (not anything else) restarted it after the crash, and a load right after
+# each recovery has no error.
+
+now_us() { echo "${EPOCHREALTIME//[.,]/}"; }
+answers() { curl -fsS -o /dev/null --max-time 0.5 "http://$listen/op1" 2>/dev/null; }
+
+# Milliseconds from T0 (now_us) until /op1 answers; returns 1 after DEADLINE_S seconds.
+#   ms_until_answer T0 DEADLINE_S
+ms_until_answer() {
+    local t0=$1 end=$(($1 + $2 * 1000000))
+    until answers; do
+        (($(now_us) < end)) || return 1
+        sleep 0.1
+    done
+    echo $((($(now_us) - t0) / 1000))
+}
+
+balancer_container() { docker ps -aq --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=balancer; }
+restart_count() { docker inspect -f '{{.RestartCount}}' "$1"; }
+
+# One line about a load report: requests, ok, errors by kind, resent requests.
+describe_load() {
+    json '"%d requests, %d ok, %d errors (%s), %d retried" % (r["requests"], r["requests"] - r["errors"], r["errors"], ", ".join("%s %d" % (k, v) for k, v in r["error_kinds"].items() if k != "total" and v) or "none", r.get("retried", 0))' <"$1"
+}
+
+# A 3 s load right after a recovery: no request may fail.
+load_after_recovery() {
+    load_json --path /op1 --connections 16 --duration 3s >"$work/after.json" 2>"$work/after.err" ||
+        fail "load after recovery: $(cat "$work/after.err")"
+    log "  load after recovery (16 connections, 3 s): $(describe_load "$work/after.json")"
+    [[ $(json 'r["errors"]' <"$work/after.json") == 0 ]] || fail "errors after recovery: $(describe_load "$work/after.json")"
+}
+
+balancer_killed_under_load() {
+    local c before after t0 t_up ms state pid
+    c=$(balancer_container)
+    [[ $(wc -l <<<"$c") == 1 && -n $c ]] || fail "expected one balancer container, found [$c]"
+
+    # 1. docker kill
+    before=$(restart_count "$c")
+    load_json --path /op1 --connections 16 --duration 10s >"$work/kill.json" 2>"$work/kill.err" &
+    load_pid=$!
+    sleep 2
+    t0=$(now_us)
+    docker kill "$c" >/dev/null
+    if ms=$(ms_until_answer "$t0" 3); then
+        state=$(docker inspect -f '{{.State.Status}}' "$c")
+        log "docker kill: Docker restarted the balancer by itself; /op1 answered ${ms} ms after the kill (RestartCount $before -> $(restart_count "$c"), $state)"
+    else
+        state=$(docker inspect -f '{{.State.Status}}, exit code {{.State.ExitCode}}' "$c")
+        after=$(restart_count "$c")
+        log "docker kill: not restarted by Docker within 3 s ($state; RestartCount $before -> $after)"
+        t_up=$(now_us)
+        docker compose -p "$project" -f "$lab/compose.yaml" up -d --no-build >/dev/null 2>&1 ||
+            fail "docker compose up -d after the kill failed"
+        ms=$(ms_until_answer "$t_up" 15) || fail "the balancer does not answer within 15 s of docker compose up -d"
+        log "  docker compose up -d: /op1 answered ${ms} ms after it, $((($(now_us) - t0) / 1000)) ms after the kill (RestartCount now $(restart_count "$c"))"
+    fi
+    wait "$load_pid" || fail "load during docker kill: $(cat "$work/kill.err")"
+    log "  load during it (16 connections, 10 s, killed at 2 s): $(describe_load "$work/kill.json")"
+    load_after_recovery
+
+    # 2. a crash
+    wait_until 30 "balancer sees 2 healthy nodes" healthy_backends_are 2
+    before=$(restart_count "$c")
+    pid=$(docker top "$c" -eo pid,args | awk '$2 == "/usr/local/bin/scalelab" && $3 == "balancer" { print $1 }')
+    [[ $pid =~ ^[0-9]+$ ]] || fail "cannot find the balancer process in its container: [$pid]"
+    load_json --path /op1 --connections 16 --duration 6s >"$work/crash.json" 2>"$work/crash.err" &
+    load_pid=$!
+    sleep 2
+    t0=$(now_us)
+    kill -KILL "$pid"
+    ms=$(ms_until_answer "$t0" 15) || fail "the balancer does not answer within 15 s of its crash"
+    after=$(restart_count "$c")
+    log "crash (kill -9 of the balancer process, host PID $pid): /op1 answered ${ms} ms after it (RestartCount $before -> $after, $(docker inspect -f '{{.State.Status}}' "$c"))"
+    ((after == before + 1)) || fail "Docker's restart policy should have restarted it once: RestartCount $before -> $after"
+    wait "$load_pid" || fail "load during the crash: $(cat "$work/crash.err")"
+    log "  load during it (16 connections, 6 s, killed at 2 s): $(describe_load "$work/crash.json")"
+    load_after_recovery
+    wait_until 30 "balancer sees 2 healthy nodes" healthy_backends_are 2
+}
+
 workers_of() { docker top "$1" -eo pid,args | grep -c 'scalelab worker'; }
 every_node_has_workers() {
     local c
@@ -309,7 +509,11 @@ every_node_has_workers() {
 }
 
 # workers: 2 -> 3 in the topology, applied with `scalelab apply`: every node gets a third
-# worker, and no container is recreated or restarted.
+# worker, and no container is recreated or restarted. Then each node container is loaded
+# directly (its address on the project's network, reachable from the host), on new
+# connections: the balancer would keep reusing its pooled upstream connections, which the
+# first two workers accepted, so through it the third worker serves only once the balancer
+# opens more connections than it pooled (it did not after the 16-connection loads above).
 worker_edit_applies_live() {
     local before after
     before=$(for c in $(node_containers); do docker inspect -f '{{.Id}} {{.State.StartedAt}}' "$c"; done | sort)
@@ -319,10 +523,20 @@ worker_edit_applies_live() {
     wait_until 20 "3 workers in every node container" every_node_has_workers 3
     after=$(for c in $(node_containers); do docker inspect -f '{{.Id}} {{.State.StartedAt}}' "$c"; done | sort)
     [[ $before == "$after" ]] || fail "node containers were recreated or restarted: [$before] -> [$after]"
-    local report
-    report=$(load_json --path /op2 --connections 12 --duration 4s)
-    [[ $(json 'len([w for w in r["by_worker"] if w.endswith("/3")])' <<<"$report") == 2 ]] ||
-        fail "worker 3 of each node should serve: $(json 'r["by_worker"]' <<<"$report")"
+    local c ip pids=() i=0
+    for c in $(node_containers); do
+        ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$c")
+        "$bin" load --url "http://$ip:8081" --json --no-progress --path /op2 --connections 9 --duration 3s \
+            >"$work/node-$i.json" 2>"$work/node-$i.err" &
+        pids+=($!)
+        i=$((i + 1))
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || fail "load on node container $i: $(cat "$work/node-$i.err")"
+        [[ $(json 'len([w for w in r["by_worker"] if w.endswith("/3")])' <"$work/node-$i.json") == 1 ]] ||
+            fail "worker 3 should serve: $(json 'r["by_worker"]' <"$work/node-$i.json")"
+        log "node container $i (9 new connections, /op2, 3 s): $(json 'r["by_worker"]' <"$work/node-$i.json")"
+    done
 }
 
 compose_down_leaves_nothing() {
@@ -389,12 +603,15 @@ swarm_leave() {
 
 check setup docker_env_up
 check hadolint lint_dockerfile
+check dockerfile-workspace dockerfile_matches_workspace
 check image assemble_image
 check image-runs image_runs
+check compose-build-plan compose_build_plan
 check compose-up compose_up
 check load-every-node load_reaches_every_node
 check scale-under-load scale_under_load
 check kill-node-under-load kill_node_under_load
+check balancer-killed-under-load balancer_killed_under_load
 check worker-edit-live worker_edit_applies_live
 check compose-down compose_down_leaves_nothing
 check swarm-init swarm_init

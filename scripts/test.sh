@@ -15,6 +15,8 @@ need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)       # pingora's zlib-ng build
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v curl >/dev/null || need_apt+=(curl)
+# The report and dashboard tests open pages in headless Chromium, with a font to draw text.
+command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)
 if ((${#need_apt[@]})); then
     echo "test.sh: installing ${need_apt[*]}"
     apt-get update -qq
@@ -25,6 +27,14 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "test.sh: installing cargo-nextest"
     cargo install --locked cargo-nextest
 fi
+
+# CPU caps need writable cgroups. Where they are (root, cgroup v1 or v2), the tests that need
+# them must run: a skip there would hide a broken cap.
+if [ -w /sys/fs/cgroup/cpu ] || [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then
+    export SCALELAB_REQUIRE_CGROUPS=1
+fi
+# The topology fuzzer's budget (tests/topology_fuzz.rs): fixed, so CI time is too.
+export PROPTEST_CASES=${PROPTEST_CASES:-4000}
 
 # One profile for everything: the tests drive load, and the lab is run in release anyway.
 cargo build --release --locked

@@ -15,6 +15,9 @@
 //! part of the rendered command, so re-rendering does not recreate containers). Every replica
 //! listens on its group's `port`; the balancer re-resolves the group's DNS name, so scaling
 //! needs no balancer restart.
+//!
+//! In `compose.yaml`, the image is built from the Dockerfile by the first `docker compose up`
+//! that finds it missing, once: see [`Service::builds`].
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -71,7 +74,7 @@ pub fn render(t: &Topology, topology: &str, target: Target) -> String {
         y.push_str(
             "\n  load:   # docker compose run --rm load [flags]: the load tool on the lab's network\n",
         );
-        common(&mut y, target, false);
+        common(&mut y, target, Service::Tool);
         y.push_str("    profiles: [\"tools\"]\n");
         let _ = writeln!(
             y,
@@ -104,15 +107,50 @@ fn command(subcommand: &str, args: Vec<String>) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// Lines every service shares: the image (built from the Dockerfile by the first
-/// `docker compose up` when it is missing), the read-only project mount, plain logs; and for
-/// the long-running services, Docker's restart policy.
-fn common(y: &mut String, target: Target, long_running: bool) {
+/// The services of `compose.yaml`, as far as the lines they share differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    /// The balancer: long-running, and started by every `docker compose up`.
+    Balancer,
+    /// A node group: long-running.
+    Node,
+    /// The load tool (`tools` profile): started alone, by `docker compose run --rm load`.
+    Tool,
+}
+
+impl Service {
+    /// Whether the service carries the `build:` section.
+    ///
+    /// Compose builds once per service that has one, even when they all name the same image
+    /// (Compose v2.40.3: `docker compose build --dry-run` plans one build per service, and a
+    /// real build writes one image per service, each tagged `scalelab:latest` in turn). So
+    /// only the balancer builds in `up`: a node group whose image is missing gets a pull
+    /// attempt, whose failure Compose ignores because another service of the project builds
+    /// that image, and its containers start from the balancer's build. `docker compose run`
+    /// loads only the service it runs, so the load tool needs its own `build:`.
+    fn builds(self) -> bool {
+        matches!(self, Service::Balancer | Service::Tool)
+    }
+
+    /// Whether Docker restarts its containers when they exit (`restart: unless-stopped`).
+    /// Docker does not restart a container stopped through its API (`docker stop`, `docker
+    /// kill`); it does restart one whose process died otherwise (a crash, the OOM killer).
+    fn long_running(self) -> bool {
+        matches!(self, Service::Balancer | Service::Node)
+    }
+}
+
+/// Lines every service shares: the image, the read-only project mount, plain logs; in
+/// `compose.yaml` also the build section, an init process and the restart policy, as
+/// [`Service`] says.
+fn common(y: &mut String, target: Target, service: Service) {
     let _ = writeln!(y, "    image: {IMAGE}");
     if target == Target::Compose {
-        y.push_str("    build: { context: ., dockerfile: Dockerfile }\n");
+        if service.builds() {
+            y.push_str("    build: { context: ., dockerfile: Dockerfile }\n");
+        }
         y.push_str("    init: true\n");
-        if long_running {
+        if service.long_running() {
             y.push_str("    restart: unless-stopped\n");
         }
     }
@@ -125,7 +163,7 @@ fn common(y: &mut String, target: Target, long_running: bool) {
 fn balancer_service(y: &mut String, t: &Topology, cfg: &str, target: Target) {
     let (lp, ap) = (t.balancer.listen.port(), t.balancer.admin.port());
     y.push_str("  balancer:\n");
-    common(y, target, true);
+    common(y, target, Service::Balancer);
     let mut args = BalancerArgs::new(cfg);
     args.listen = Some(SocketAddr::from(([0, 0, 0, 0], lp)));
     args.admin = Some(SocketAddr::from(([0, 0, 0, 0], ap)));
@@ -166,7 +204,7 @@ fn balancer_service(y: &mut String, t: &Topology, cfg: &str, target: Target) {
 fn node_service(y: &mut String, g: &NodeGroup, cfg: &str, target: Target) {
     let port = g.port;
     let _ = writeln!(y, "\n  {}:", g.name);
-    common(y, target, true);
+    common(y, target, Service::Node);
     // Replicas share one command line; the host name tells them apart in `x-node`.
     let name = match target {
         Target::Compose => format!("{}@{{hostname}}", g.name),
@@ -250,6 +288,27 @@ mod tests {
         assert!(y.contains("replicas: 2") && y.contains("cpus: \"1\""));
         assert!(y.contains("profiles: [\"tools\"]"));
         assert!(y.contains("\"--name\", \"node@{hostname}\""));
+    }
+
+    /// The services (blocks between blank lines, named by their first two-space-indented key)
+    /// that hold `line`, in file order.
+    fn services_with(y: &str, line: &str) -> Vec<String> {
+        y.split("\n\n")
+            .filter(|block| block.lines().any(|l| l.trim() == line))
+            .filter_map(|block| block.lines().find(|l| l.starts_with("  ") && !l.starts_with("   ")))
+            .map(|l| l.trim().split(':').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn compose_builds_the_image_once_per_up_and_for_the_load_tool() {
+        let y = render(&topo(2), "topology.yaml", Target::Compose);
+        assert_eq!(services_with(&y, "build: { context: ., dockerfile: Dockerfile }"), ["balancer", "load"]);
+        assert_eq!(services_with(&y, "restart: unless-stopped"), ["balancer", "node", "big"]);
+        assert_eq!(y.matches("image: scalelab:latest").count(), 4);
+        assert!(!y.contains("pull_policy"));
+        let stack = render(&topo(2), "topology.yaml", Target::Swarm);
+        assert!(!stack.contains("build:") && !stack.contains("restart:"));
     }
 
     #[test]

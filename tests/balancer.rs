@@ -1,7 +1,10 @@
 //! `scalelab balancer` in front of real `scalelab node` processes on loopback: round robin
 //! reaches every node, a killed node costs clients nothing and comes back when restarted,
 //! topology edits change the backends live (and a bad edit changes nothing), malformed
-//! requests get a 400, and SIGTERM stops the balancer cleanly within seconds.
+//! requests get a 400, and SIGTERM stops the balancer cleanly within seconds. And the
+//! hardening: slow and idle clients are closed and counted, the admin answers under
+//! file-descriptor pressure and like a careful HTTP server, pipelined, Host-less and
+//! absolute-form requests are handled as the nodes handle them, shed 503s are counted.
 //!
 //! Not covered here: `X-Forwarded-For` reaching the node. The node does not echo request
 //! headers, so only the balancer's composition of the value is tested (unit test in
@@ -17,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use scalelab_balancer::status::{BackendState, StateReport};
 
 /// How long a node or the balancer may take to answer after starting.
 const START: Duration = Duration::from_secs(15);
@@ -50,17 +54,29 @@ impl Lab {
     /// Like `start`, with the balancer health-checking `health_path`, and without waiting for
     /// the health checks.
     fn launch(replicas: usize, room: u16, health_path: &str) -> Lab {
+        let path = format!("path: {health_path}");
+        Lab::launch_with(replicas, room, |y| y.replace("path: /health", &path), None)
+    }
+
+    /// `replicas` nodes and a balancer over them: `edit` changes the topology text first, and
+    /// `nofile` lowers the balancer's open-file limit.
+    fn launch_with(replicas: usize, room: u16, edit: impl Fn(String) -> String, nofile: Option<u64>) -> Lab {
         let base = free_port_run(room);
         let p = free_ports(2);
         let listen: SocketAddr = format!("127.0.0.1:{}", p[0]).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", p[1]).parse().unwrap();
-        let yaml =
-            yaml(listen, admin, replicas, 1, base).replace("path: /health", &format!("path: {health_path}"));
-        let topology = TopologyFile::new(&yaml);
+        let topology = TopologyFile::new(&edit(yaml(listen, admin, replicas, 1, base)));
         let nodes = (1..=replicas).map(|i| Some(spawn_node(i, base))).collect();
-        let balancer = Proc::spawn_capturing(&["balancer", "--topology", topology.path_str()]);
+        let args = ["balancer", "--topology", topology.path_str()];
+        let balancer = match nofile {
+            None => Proc::spawn_capturing(&args),
+            Some(n) => Proc::spawn_with_nofile(&args, n),
+        };
         let lab = Lab { topology, listen, admin, base, nodes, balancer };
-        lab.balancer.wait_output("balancer listening on", START);
+        match nofile {
+            None => drop(lab.balancer.wait_output("balancer listening on", START)),
+            Some(_) => drop(wait_http(lab.admin, "/state", START)),
+        }
         lab
     }
 
@@ -68,26 +84,24 @@ impl Lab {
         self.base + index as u16 - 1
     }
 
+    /// The balancer's `/state`, read as the balancer's own type.
+    fn report(&self) -> StateReport {
+        let body = get(self.admin, "/state").expect("GET /state").body;
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not a /state document ({e}): {body}"))
+    }
+
     /// The balancer's `/state` backends by name.
-    fn state(&self) -> BTreeMap<String, Backend> {
-        let state = get(self.admin, "/state").expect("GET /state").json();
-        state["backends"]
-            .as_array()
-            .expect("backends array")
-            .iter()
-            .map(|b| {
-                let backend = Backend {
-                    addr: b["addr"].as_str().unwrap().to_string(),
-                    healthy: b["healthy"].as_bool().unwrap(),
-                    requests: b["requests"].as_u64().unwrap(),
-                };
-                (b["name"].as_str().unwrap().to_string(), backend)
-            })
-            .collect()
+    fn state(&self) -> BTreeMap<String, BackendState> {
+        self.report().backends.into_iter().map(|b| (b.name.clone(), b)).collect()
+    }
+
+    /// Its `/metrics` text.
+    fn metrics(&self) -> String {
+        get(self.admin, "/metrics").expect("GET /metrics").body
     }
 
     /// Waits (up to `SETTLE`) until `/state` satisfies `ok`.
-    fn wait_state(&self, what: &str, ok: impl Fn(&BTreeMap<String, Backend>) -> bool) {
+    fn wait_state(&self, what: &str, ok: impl Fn(&BTreeMap<String, BackendState>) -> bool) {
         wait_for(&format!("/state to show {what}"), SETTLE, || {
             let s = self.state();
             ok(&s).then_some(())
@@ -113,14 +127,6 @@ impl Lab {
             (r.status == 200 && r.header("x-node") == Some(name)).then_some(())
         });
     }
-}
-
-/// One backend as `/state` reports it.
-#[derive(Debug, Clone)]
-struct Backend {
-    addr: String,
-    healthy: bool,
-    requests: u64,
 }
 
 /// A topology with one group `node` of `replicas` replicas from port `base`.
@@ -342,4 +348,184 @@ fn with_every_node_marked_down_the_balancer_fails_open() {
         assert_eq!(r.status, 200, "failed over to node-2: {r:?}");
         assert_eq!(r.header("x-node"), Some("node-2"));
     }
+}
+
+#[test]
+fn slow_and_idle_clients_are_closed_and_counted() {
+    use std::io::{Read, Write};
+    let lab = Lab::launch_with(
+        1,
+        1,
+        |y| y.replace("  algorithm:", "  header_timeout_ms: 600\n  keepalive_timeout_ms: 900\n  algorithm:"),
+        None,
+    );
+    lab.wait_state("node-1 healthy", |s| s.get("node-1").is_some_and(|b| b.healthy));
+
+    // A head trickled one byte every 150 ms needs ~4 s: it gets 408 at the 0.6 s deadline.
+    let mut slow = std::net::TcpStream::connect(lab.listen).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let head = b"GET /op1 HTTP/1.1\r\nHost: slow\r\nX-Trickle: aaaaaaaa\r\n\r\n";
+    for &b in head.iter() {
+        if slow.write_all(&[b]).is_err() || started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(150));
+    }
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "slow head: {answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+
+    // One request, then silence: closed about 0.9 s later.
+    let mut idle = std::net::TcpStream::connect(lab.listen).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(b"GET /op1 HTTP/1.1\r\nHost: idle\r\n\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let quiet = Instant::now();
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0, "the idle connection is closed");
+    let waited = quiet.elapsed();
+    assert!(
+        (Duration::from_millis(700)..Duration::from_secs(3)).contains(&waited),
+        "closed after {waited:?}"
+    );
+
+    // A client that keeps talking is never cut: 3 s of requests 300 ms apart on one connection.
+    let mut chatty = std::net::TcpStream::connect(lab.listen).unwrap();
+    chatty.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..10 {
+        chatty.write_all(b"GET /op1 HTTP/1.1\r\nHost: chatty\r\n\r\n").unwrap();
+        let n = chatty.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "chatty client cut off");
+        thread::sleep(Duration::from_millis(300));
+    }
+
+    let metrics = lab.metrics();
+    assert_eq!(metric(&metrics, "scalelab_balancer_header_timeouts_total"), Some(1.0), "{metrics}");
+    assert!(metric(&metrics, "scalelab_balancer_idle_closed_total").unwrap() >= 1.0, "{metrics}");
+}
+
+#[test]
+fn under_file_descriptor_pressure_the_admin_keeps_answering() {
+    // 400 descriptors: the balancer holds at most (400 - 256) / 2 = 72 client connections.
+    let lab = Lab::launch_with(1, 1, |y| y, Some(400));
+    let report = lab.report();
+    assert_eq!(report.settings.max_connections, 72, "{report:?}");
+    let idle: Vec<std::net::TcpStream> =
+        (0..300).filter_map(|_| std::net::TcpStream::connect(lab.listen).ok()).collect();
+    assert!(idle.len() >= 250, "only {} connections were accepted by the kernel", idle.len());
+    thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        assert_eq!(get(lab.admin, "/state").expect("admin answers").status, 200);
+    }
+    let metrics = lab.metrics();
+    let refused = metric(&metrics, "scalelab_balancer_client_refused_total").unwrap();
+    assert!(refused >= 150.0, "connections past the cap are closed at accept: {refused}\n{metrics}");
+    assert!(metric(&metrics, "scalelab_balancer_client_connections").unwrap() <= 72.0, "{metrics}");
+    drop(idle);
+    wait_for("the proxy to serve again", SETTLE, || get(lab.listen, "/op1").ok().filter(|r| r.status == 200));
+}
+
+#[test]
+fn pipelined_hostless_and_absolute_form_requests_are_answered_as_the_nodes_answer() {
+    let lab = Lab::start(1, 1);
+    let node = format!("127.0.0.1:{}", lab.port(1));
+
+    // Three pipelined requests: three answers, in order.
+    let pipelined = b"GET /op1?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /info HTTP/1.1\r\nHost: a\r\n\r\n\
+                      GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let reply = raw_exchange(lab.listen, pipelined);
+    let statuses: Vec<&str> = reply.match_indices("HTTP/1.1 200").map(|(_, s)| s).collect();
+    assert_eq!(statuses.len(), 3, "three answers: {reply}");
+    let (op1, info, health) =
+        (reply.find("\"worker\"").unwrap(), reply.find("uptime_s").unwrap(), reply.find("\"ok\"").unwrap());
+    assert!(op1 < info && info < health, "answers in request order: {reply}");
+
+    // HTTP/1.0 without Host: forwarded with one (the address the client reached).
+    let reply = raw_exchange(lab.listen, b"GET /info HTTP/1.0\r\n\r\n");
+    assert!(reply.contains(&format!("\"host\":\"{}\"", lab.listen)), "{reply}");
+
+    // Absolute form: the same answer from the balancer and from a node.
+    for (request, status) in [
+        ("GET http://example.com/op1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n", "200"),
+        ("GET http://example.com/op1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n", "400"),
+    ] {
+        for (tier, addr) in [("balancer", lab.listen.to_string()), ("node", node.clone())] {
+            let reply = raw_exchange(addr.as_str(), request.as_bytes());
+            assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{tier}: {request:?} -> {reply}");
+        }
+    }
+}
+
+#[test]
+fn the_admin_listener_is_read_only_and_answers_every_request() {
+    let lab = Lab::start(1, 1);
+    let head = raw_exchange(lab.admin, b"HEAD /state HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head:?}");
+    for method in ["POST", "PUT", "DELETE"] {
+        let req = format!(
+            "{method} /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let reply = raw_exchange(lab.admin, req.as_bytes());
+        assert!(reply.starts_with("HTTP/1.1 405"), "{method}: {reply}");
+        assert!(reply.to_ascii_lowercase().contains("allow: get, head"), "{method}: {reply}");
+    }
+    let reply = raw_exchange(lab.admin, b"GARBAGE\x01 / HTTP/9\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 400"), "malformed: {reply:?}");
+    assert_eq!(get(lab.admin, "/nope").unwrap().status, 404);
+    assert_eq!(get(lab.admin, "/state").unwrap().status, 200, "still answering");
+}
+
+#[test]
+fn a_full_worker_queue_is_shed_with_retry_after_and_counted() {
+    let base = free_port_run(1);
+    let p = free_ports(2);
+    let (listen, admin): (SocketAddr, SocketAddr) =
+        (format!("127.0.0.1:{}", p[0]).parse().unwrap(), format!("127.0.0.1:{}", p[1]).parse().unwrap());
+    let addr = format!("127.0.0.1:{base}");
+    let _node =
+        Proc::spawn(&["node", "--name", "node-1", "--listen", &addr, "--workers", "1", "--max-queue", "2"]);
+    wait_http(&addr, "/health", START);
+    let topology = TopologyFile::new(&yaml(listen, admin, 1, 1, base));
+    let balancer = Proc::spawn_capturing(&["balancer", "--topology", topology.path_str()]);
+    balancer.wait_output("balancer listening on", START);
+
+    // Twelve clients at once, each asking for 100 ms of the one worker's CPU: it can hold one
+    // burning and two waiting; the rest are told to come back later, at once. The first burst
+    // opens the balancer's twelve connections to the node (new connections are accepted one
+    // per burn, so it may shed nothing); on the second the requests arrive on those open
+    // connections, where the bound applies.
+    let burst = || -> Vec<(Response, Duration)> {
+        (0..12)
+            .map(|_| {
+                thread::spawn(move || {
+                    let started = Instant::now();
+                    (get(listen, "/op2?cpu_ms=100").expect("an answer"), started.elapsed())
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect()
+    };
+    let first = burst().iter().filter(|(r, _)| r.status == 503).count();
+    let replies = burst();
+    let shed: Vec<&(Response, Duration)> = replies.iter().filter(|(r, _)| r.status == 503).collect();
+    let served = replies.iter().filter(|(r, _)| r.status == 200).count();
+    assert!(served >= 3, "the queue's worth is served: {served}");
+    assert!(!shed.is_empty(), "statuses: {:?}", replies.iter().map(|(r, _)| r.status).collect::<Vec<_>>());
+    for (r, took) in &shed {
+        assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+        assert!(r.body.contains("max_queue"), "{}", r.body);
+        assert!(*took < Duration::from_millis(900), "shed at once, not after waiting: {took:?}");
+    }
+    let metrics = get(admin, "/metrics").unwrap().body;
+    let series = format!(r#"scalelab_balancer_shed_total{{backend="{addr}"}}"#);
+    let total = (first + shed.len()) as f64;
+    assert_eq!(metric(&metrics, &series), Some(total), "{metrics}");
+    let info = get(&addr, "/info").unwrap().json();
+    assert_eq!(info["shed"].as_f64(), Some(total), "{info}");
 }

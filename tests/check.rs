@@ -62,3 +62,45 @@ fn a_missing_file_is_an_error_not_a_panic() {
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot read topology"), "{stderr}");
 }
+
+#[test]
+fn every_limit_is_named_with_its_bound_and_position() {
+    let base = "balancer:\n  listen: 127.0.0.1:8080\n  admin: 127.0.0.1:9090\n  threads: 1\n\
+                nodes:\n  - name: node\n    replicas: 2\n    workers: 2\n    cpus: 1.0\n    port: 8081\n";
+    let cases = [
+        ("threads: 1", "threads: 1000000", "line 4 column 3: balancer.threads: expected 1 to"),
+        ("cpus: 1.0", "cpus: 1e-300", "line 9 column 5: nodes[0].cpus: expected a number of cores from 0.01"),
+        ("port: 8081", "port: 80", "line 10 column 5: nodes[0].port: expected a port from 1024 to 65535, found 80"),
+        ("replicas: 2\n    workers: 2", "replicas: 64\n    workers: 64", "expected at most 256 processes in the whole lab (each node is a primary plus its workers, plus one balancer), found 4161"),
+        ("threads: 1", "threads: 1\n  health_check: { interval_ms: 18446744073709551615 }", "balancer.health_check.interval_ms: expected 50 to 300000 ms"),
+        ("threads: 1", "threads: 1\n  health_check: { path: \"/a b\" }", "balancer.health_check.path: expected a URI path"),
+    ];
+    for (from, to, expected) in cases {
+        let f = TopologyFile::new(&base.replacen(from, to, 1));
+        let (code, _, stderr) = run_scalelab(&["check", f.path_str()], T);
+        assert_eq!(code, 1, "{to}\n{stderr}");
+        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn bom_multiple_documents_and_bytes_that_are_not_utf8() {
+    let good = "balancer: { listen: 127.0.0.1:8080, admin: 127.0.0.1:9090 }\n\
+                nodes: [{ name: node, replicas: 1, workers: 1, port: 8081 }]\n";
+    let bom = TopologyFile::new(&format!("\u{feff}{good}"));
+    let (code, stdout, stderr) = run_scalelab(&["check", bom.path_str()], T);
+    assert_eq!(code, 0, "a byte-order mark is fine: {stdout}{stderr}");
+
+    let two = TopologyFile::new(&format!("{good}---\n{good}"));
+    let (code, _, stderr) = run_scalelab(&["check", two.path_str()], T);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("line 3 column 1: expected one YAML document, found 2"), "{stderr}");
+
+    let latin1 = TopologyFile::new(good);
+    let mut bytes = good.as_bytes().to_vec();
+    bytes[good.find("node,").unwrap()] = 0xe9;
+    std::fs::write(&latin1.path, bytes).unwrap();
+    let (code, _, stderr) = run_scalelab(&["check", latin1.path_str()], T);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("line 2 column 17: expected UTF-8 text, found byte 0xe9"), "{stderr}");
+}

@@ -1,6 +1,9 @@
 //! `scalelab up`: the whole lab as local processes. Round robin reaches every node and worker,
-//! live edits of workers and nodes take effect, a bad edit keeps the running lab, CPU caps
-//! show in op2 throughput, and stopping leaves no process behind.
+//! live edits of workers and nodes take effect, a bad edit keeps the running lab (reported
+//! once), CPU caps show in op2 throughput, and stopping leaves no process behind. And the
+//! hardening: a `balancer:` edit or a killed balancer under load costs no request, an edit
+//! saved during start-up is applied, Ctrl-C is answered at once whatever the lab is doing,
+//! and a killed lab's cgroups are cleared by the next one.
 
 mod common;
 
@@ -32,10 +35,43 @@ fn group(name: &str, replicas: usize, workers: usize, cpus: Option<f64>, port: u
 }
 
 fn start_lab(t: &TopologyFile, p: &Ports) -> Proc {
-    let up = Proc::spawn_capturing(&["up", "--topology", t.path_str()]);
+    let up = spawn_up(t);
     up.wait_output("Ctrl-C stops everything", Duration::from_secs(30));
     wait_http(p.listen, "/op1", Duration::from_secs(10));
     up
+}
+
+/// `scalelab up` with its default logging (not the harness's `RUST_LOG=info`): what a user sees.
+fn spawn_up(t: &TopologyFile) -> Proc {
+    Proc::spawn_capturing_env(&["up", "--topology", t.path_str()], &[("RUST_LOG", None)])
+}
+
+/// The pid of `up`'s running balancer: its child whose command line says `balancer`.
+fn balancer_pid(up: &Proc) -> i32 {
+    wait_for("up's balancer process", Duration::from_secs(10), || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let (state, ppid) = proc_stat(pid)?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let is_balancer = cmdline.split(|&b| b == 0).nth(1) == Some(b"balancer".as_slice());
+            (ppid == up.pid() && state != 'Z' && is_balancer).then_some(pid)
+        })
+    })
+}
+
+/// Bounded load in a thread, started now: `scalelab load --json` for `duration` seconds.
+fn load_in_background(
+    listen: SocketAddr,
+    path: &str,
+    duration: &str,
+) -> std::thread::JoinHandle<serde_json::Value> {
+    let (url, path, duration) = (url(listen), path.to_string(), duration.to_string());
+    std::thread::spawn(move || {
+        load_json(
+            &["--url", &url, "--path", &path, "--connections", "16", "--duration", &duration],
+            Duration::from_secs(60),
+        )
+    })
 }
 
 /// Keys of a JSON object.
@@ -148,7 +184,11 @@ fn live_edits_change_workers_then_nodes_and_bad_edits_are_kept_out() {
 
     // Scale back down: removed nodes stop, the rest keep serving without errors.
     t.write(&yaml(1, 3));
-    up.wait_output("node node-3 stopped", Duration::from_secs(20));
+    up.wait_output("node-3: removed", Duration::from_secs(10));
+    let node3 = SocketAddr::from(([127, 0, 0, 1], p.node_base + 2));
+    wait_for("node-3 to stop listening", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(node3).is_err().then_some(())
+    });
     let nodes: BTreeSet<String> =
         served("/op1").iter().map(|w| w.split('/').next().unwrap().to_string()).collect();
     assert_eq!(nodes, BTreeSet::from(["node-1".to_string()]));
@@ -191,12 +231,9 @@ fn cpu_caps_make_two_small_nodes_beat_one_big_one() {
     // Same cap per node (0.5 core): one node with 4 workers is held to 0.5 core, two nodes with
     // one worker each get 0.5 core apiece. Theory: 0.5 core / 20 ms = 25 req/s vs 2 x 25 = 50.
     let big_lab = Op2Lab::start(&group("big", 1, 4, Some(0.5), 0).replace("port: 0", "port: PORT"), 1);
-    if big_lab.output.contains("CPU caps: NOT enforced") {
-        let why = big_lab.output.lines().find(|l| l.contains("NOT enforced")).unwrap_or_default();
-        eprintln!("SKIPPED: CPU caps cannot be enforced on this machine: {why}");
+    if !cgroups_enforced(&big_lab.output) {
         return;
     }
-    assert!(big_lab.output.contains("CPU caps: enforced"), "{}", big_lab.output);
     let big = big_lab.measure(Duration::from_secs(4));
     drop(big_lab);
     // The cap is a ceiling, so it holds however busy the machine is: uncapped, 4 workers on
@@ -223,4 +260,165 @@ fn cpu_caps_make_two_small_nodes_beat_one_big_one() {
     let best = rounds.iter().cloned().fold(0.0, f64::max);
     let ratio = best / big;
     assert!((1.5..=2.6).contains(&ratio), "expected ~2x, got {ratio:.2} (rounds {rounds:.1?} vs {big:.1})");
+}
+
+#[test]
+fn a_balancer_edit_and_a_killed_balancer_under_load_cost_no_request() {
+    let p = ports(2);
+    let yaml = |interval: u64| {
+        topology_yaml(p.listen, p.admin, &group("node", 2, 1, None, p.node_base))
+            .replace("interval_ms: 200", &format!("interval_ms: {interval}"))
+    };
+    let t = TopologyFile::new(&yaml(200));
+    let up = start_lab(&t, &p);
+
+    // An edit of the balancer section: a new balancer takes over on the same sockets.
+    let old = balancer_pid(&up);
+    let load = load_in_background(p.listen, "/op1", "6s");
+    std::thread::sleep(Duration::from_secs(2));
+    t.write(&yaml(250));
+    up.wait_output("a new balancer takes over", Duration::from_secs(5));
+    let report = load.join().unwrap();
+    eprintln!(
+        "balancer edit under load: {} requests, {} errors, {} resent",
+        report["requests"], report["errors"], report["retried"]
+    );
+    assert_eq!(report["errors"], 0, "{report:#}");
+    wait_for("the old balancer to exit", Duration::from_secs(10), || (!alive(old)).then_some(()));
+    let state: scalelab_balancer::status::StateReport =
+        serde_json::from_str(&get(p.admin, "/state").unwrap().body).unwrap();
+    assert_eq!(state.settings.health_interval_ms, 250, "the new settings serve");
+
+    // SIGKILL of the balancer: up restarts it on the same sockets; connections wait in the
+    // backlog meanwhile. Only requests in flight at that instant may fail.
+    let load = load_in_background(p.listen, "/op1", "6s");
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = balancer_pid(&up);
+    unsafe { libc::kill(killed, libc::SIGKILL) };
+    let report = load.join().unwrap();
+    eprintln!(
+        "balancer SIGKILL under load: {} requests, {} errors, {} resent, max latency {} ms",
+        report["requests"], report["errors"], report["retried"], report["latency_ms"]["max"]
+    );
+    assert!(report["errors"].as_u64().unwrap() <= 16, "at most the 16 in flight: {report:#}");
+    assert_ne!(balancer_pid(&up), killed, "a new balancer runs");
+    assert_eq!(get(p.listen, "/op1").unwrap().status, 200);
+}
+
+#[test]
+fn a_bad_edit_is_reported_once_and_the_lab_keeps_serving() {
+    let p = ports(2);
+    let good = topology_yaml(p.listen, p.admin, &group("node", 2, 1, None, p.node_base));
+    let t = TopologyFile::new(&good);
+    let up = start_lab(&t, &p);
+    // By default `up` shows its table, then only warnings and errors.
+    let startup = up.output();
+    assert!(!startup.contains(" INFO "), "info lines before or after the table:\n{startup}");
+
+    // The edit `scalelab check` used to accept and the balancer then refused to start with.
+    let load = load_in_background(p.listen, "/op1", "4s");
+    std::thread::sleep(Duration::from_secs(1));
+    t.write(&good.replace("path: /health", "path: \"/a b\""));
+    up.wait_output("balancer.health_check.path: expected a URI path", Duration::from_secs(5));
+    let report = load.join().unwrap();
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let out = up.output();
+    assert_eq!(out.matches("is invalid").count(), 1, "reported once:\n{out}");
+    assert!(!out.contains("a new balancer"), "no restart for a rejected edit:\n{out}");
+    let state: scalelab_balancer::status::StateReport =
+        serde_json::from_str(&get(p.admin, "/state").unwrap().body).unwrap();
+    assert_eq!(state.settings.health_path, "/health");
+    assert_eq!(state.healthy_backends, 2);
+}
+
+#[test]
+fn an_edit_saved_while_up_starts_is_applied() {
+    let p = ports(2);
+    let yaml = |replicas| topology_yaml(p.listen, p.admin, &group("node", replicas, 1, None, p.node_base));
+    let t = TopologyFile::new(&yaml(1));
+    let up = spawn_up(&t);
+    std::thread::sleep(Duration::from_millis(100));
+    t.write(&yaml(2)); // while the first node is still starting
+    up.wait_output("Ctrl-C stops everything", Duration::from_secs(30));
+    wait_for("node-2 to serve through the balancer", Duration::from_secs(15), || {
+        let r = get(p.listen, "/op1").ok()?;
+        (r.header("x-node") == Some("node-2")).then_some(())
+    });
+}
+
+#[test]
+fn ctrl_c_while_a_node_moves_is_answered_at_once() {
+    let p = ports(2);
+    let yaml = |port: u16| topology_yaml(p.listen, p.admin, &group("node", 1, 1, None, port));
+    let t = TopologyFile::new(&yaml(p.node_base));
+    let mut up = start_lab(&t, &p);
+    let pids: Vec<i32> =
+        (0..5).map(|_| get(p.listen, "/op1").unwrap().header("x-pid").unwrap().parse().unwrap()).collect();
+    t.write(&yaml(p.node_base + 1));
+    up.wait_output("node-1: moving to", Duration::from_secs(5));
+    let signalled = std::time::Instant::now();
+    up.signal(libc::SIGINT);
+    up.wait_output("scalelab up: stopping", Duration::from_secs(1));
+    eprintln!("SIGINT answered after {:?}", signalled.elapsed());
+    let status = up.wait_exit(Duration::from_secs(15)).expect("up exits");
+    assert!(status.success(), "{status}");
+    assert!(pids.iter().all(|&pid| !alive(pid)), "processes left behind");
+}
+
+#[test]
+fn a_killed_labs_cgroups_are_removed_by_the_next_lab() {
+    let p = ports(1);
+    let t =
+        TopologyFile::new(&topology_yaml(p.listen, p.admin, &group("node", 1, 1, Some(0.5), p.node_base)));
+    let mut first = start_lab(&t, &p);
+    if !cgroups_enforced(&first.output()) {
+        return;
+    }
+    let dirs = lab_cgroups(first.pid());
+    assert!(!dirs.is_empty(), "the lab's cgroups exist:\n{}", first.output());
+    let node_pid: i32 = get(p.listen, "/op1").unwrap().header("x-pid").unwrap().parse().unwrap();
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    first.wait_exit(Duration::from_secs(5)).expect("up dies");
+    wait_for("the orphaned node to exit", Duration::from_secs(15), || (!alive(node_pid)).then_some(()));
+    assert!(dirs.iter().all(|d| d.exists()), "a killed lab cannot clean up: {dirs:?}");
+
+    let _second = start_lab(&t, &p);
+    wait_for("the stale cgroups to go", Duration::from_secs(5), || {
+        dirs.iter().all(|d| !d.exists()).then_some(())
+    });
+}
+
+/// Whether `up` enforces CPU caps here; when not, says so on stderr, and fails when the run
+/// requires them (`SCALELAB_REQUIRE_CGROUPS=1`, set by scripts/test.sh where they work).
+fn cgroups_enforced(output: &str) -> bool {
+    if output.contains("CPU caps: enforced") {
+        return true;
+    }
+    let why = output.lines().find(|l| l.contains("NOT enforced")).unwrap_or("no CPU caps line");
+    assert!(std::env::var("SCALELAB_REQUIRE_CGROUPS").as_deref() != Ok("1"), "cgroups required: {why}");
+    eprintln!("SKIPPED: CPU caps cannot be enforced on this machine: {why}");
+    false
+}
+
+/// The cgroup directories of the lab run by `up` process `pid` (`scalelab-<pid>-<n>` in each
+/// hierarchy this process is in).
+fn lab_cgroups(pid: i32) -> Vec<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut parents = vec![std::path::PathBuf::from("/sys/fs/cgroup"), "/sys/fs/cgroup/unified".into()];
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        for c in controllers.split(',').filter(|c| ["cpu", "cpuacct"].contains(c)) {
+            parents.push(std::path::Path::new("/sys/fs/cgroup").join(c).join(path.trim_start_matches('/')));
+        }
+    }
+    parents
+        .iter()
+        .filter_map(|parent| std::fs::read_dir(parent).ok())
+        .flat_map(|entries| entries.flatten())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("scalelab-{pid}-")))
+        })
+        .collect()
 }

@@ -120,9 +120,20 @@ impl BalancerArgs {
     }
 }
 
+/// Everything the balancer checks before it listens: what it builds from the topology (the
+/// health check, the client limits) must build. `scalelab up` and the tests run the same check
+/// on every topology they accept.
+pub fn preflight(args: &BalancerArgs, topology: &Topology) -> anyhow::Result<()> {
+    let settings = server::Settings::new(args, topology);
+    health::http_health_check(&topology.balancer.health_check, Default::default())?;
+    settings.client_limits();
+    Ok(())
+}
+
 /// Runs the balancer until SIGTERM (graceful, a few seconds) or SIGINT (immediate).
 pub fn run(args: BalancerArgs) -> anyhow::Result<()> {
     let topology = Topology::load(&args.topology).context("--topology")?;
+    preflight(&args, &topology)?;
     let listen = args.listen.unwrap_or(topology.balancer.listen);
     let admin = args.admin.unwrap_or(topology.balancer.admin);
     let listeners = if args.inherited {

@@ -72,7 +72,7 @@ impl Settings {
 
     /// The client limits, with `max_connections` lowered to what the open-file limit allows
     /// (each client connection may hold an upstream connection too), and a warning if so.
-    fn client_limits(&self) -> ClientLimits {
+    pub fn client_limits(&self) -> ClientLimits {
         let b = &self.balancer;
         let wanted = b.max_connections;
         let max_connections = match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)

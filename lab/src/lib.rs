@@ -32,10 +32,12 @@ mod supervisor;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use scalelab_balancer::BalancerArgs;
+use scalelab_node::NodeArgs;
 use scalelab_topology::{Replica, Topology};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -46,6 +48,29 @@ use supervisor::{Command, Supervisor};
 
 /// How long start-up waits for the nodes to listen before it starts the balancer anyway.
 const NODES_LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// The flags a lab starts replica `r` of `t` with, watching `topology_file` (CPU cgroups
+/// aside, which only a running lab has).
+pub fn node_args(t: &Topology, r: &Replica, topology_file: &Path) -> NodeArgs {
+    let mut args = NodeArgs::new(r.name.clone(), r.listen);
+    args.workers = r.workers;
+    args.workload = t.workload;
+    args.topology = Some(topology_file.to_path_buf());
+    args.group = Some(r.group.clone());
+    args
+}
+
+/// Runs every child's own start-up checks on what `t` would start them with, so a topology
+/// that passes here starts (the lab refuses an edit that would not, and keeps running).
+pub fn preflight(t: &Topology) -> anyhow::Result<()> {
+    let file = Path::new("topology.yaml");
+    scalelab_balancer::preflight(&BalancerArgs::new(file), t).context("the balancer would not start")?;
+    for r in t.replicas() {
+        scalelab_node::preflight(node_args(t, &r, file))
+            .with_context(|| format!("{} would not start", r.name))?;
+    }
+    Ok(())
+}
 
 /// How a lab runs its children.
 #[derive(Debug, Clone)]
@@ -112,6 +137,7 @@ impl Lab {
     /// then starts the balancer. A port that cannot be bound or a child that cannot be
     /// started is an error, and nothing is left running.
     pub async fn start(topology: &Topology, options: LabOptions) -> anyhow::Result<Lab> {
+        preflight(topology)?;
         let mut sup = Supervisor::new(topology.clone(), options)?;
         sup.spawn_nodes()?;
         let late = ready::listening(&sup.node_addrs(), NODES_LISTEN_WAIT).await;

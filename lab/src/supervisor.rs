@@ -19,7 +19,6 @@ use command_fds::FdMapping;
 use nix::fcntl::OFlag;
 use scalelab_balancer::sockets::{self, ADMIN_FD, LISTEN_FD};
 use scalelab_balancer::BalancerArgs;
-use scalelab_node::NodeArgs;
 use scalelab_topology::{Replica, Topology};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
@@ -281,11 +280,7 @@ impl Supervisor {
     }
 
     fn spawn_node(&self, r: &Replica) -> anyhow::Result<Proc> {
-        let mut args = NodeArgs::new(r.name.clone(), r.listen);
-        args.workers = r.workers;
-        args.workload = self.topology.workload;
-        args.topology = Some(self.snapshot.path().to_path_buf());
-        args.group = Some(r.group.clone());
+        let mut args = crate::node_args(&self.topology, r, self.snapshot.path());
         args.cgroup = self.cgroups_for(r);
         let mut argv = vec!["node".to_string()];
         argv.extend(args.to_args());
@@ -488,6 +483,7 @@ impl Supervisor {
     /// Applies a valid topology: what can fail (binding new balancer addresses, publishing)
     /// is done before anything changes.
     fn apply(&mut self, new: Topology) -> anyhow::Result<Plan> {
+        crate::preflight(&new)?;
         let plan = plan::plan(&self.topology, &new);
         let sockets = if plan.restart_balancer { Some(self.sockets.rebind(&new)?) } else { None };
         if plan.is_empty() {

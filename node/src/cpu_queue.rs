@@ -4,9 +4,15 @@
 //! its capacity.
 //!
 //! The burn still blocks the worker's only thread, as a slow handler blocks a Node.js event
-//! loop. Between two burns the burner yields, so the event loop reads every request that
-//! arrived meanwhile: `/op1` is answered at once, `/op2` joins the queue or is shed. Without
-//! the queue those requests would sit unread in socket buffers, invisible and unbounded.
+//! loop. Between two burns the burner yields until the event loop has read every request that
+//! arrived meanwhile on the worker's open connections: `/op1` is answered at once, `/op2`
+//! joins the queue or is shed. Without that, those requests would sit unread in socket
+//! buffers, a queue nobody bounds or sees.
+//!
+//! New connections are not drained the same way: the worker still accepts one at a time (see
+//! `worker`), so a busy worker leaves the shared backlog to idle siblings. Connections not yet
+//! accepted wait in the kernel's listen backlog; the balancer keeps its connections to a node
+//! open, so its requests arrive on accepted connections and meet the bound.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -33,6 +39,9 @@ pub struct CpuQueue {
     /// Jobs admitted and not yet started: the queue length the bound applies to.
     waiting: Arc<AtomicUsize>,
     max_queue: usize,
+    /// Counts the `/op2` requests read (queued or shed); the burner yields until it stops
+    /// moving.
+    intake: Arc<AtomicUsize>,
 }
 
 /// Why a job was not run.
@@ -59,7 +68,9 @@ impl CpuQueue {
     pub fn new(max_queue: usize) -> (CpuQueue, Burner) {
         let (job_tx, job_rx) = mpsc::unbounded_channel();
         let waiting = Arc::new(AtomicUsize::new(0));
-        (CpuQueue { job_tx, waiting: waiting.clone(), max_queue }, Burner { job_rx, waiting })
+        let intake = Arc::new(AtomicUsize::new(0));
+        let queue = CpuQueue { job_tx, waiting: waiting.clone(), max_queue, intake: intake.clone() };
+        (queue, Burner { job_rx, waiting, intake })
     }
 
     /// Jobs waiting now.
@@ -69,6 +80,7 @@ impl CpuQueue {
 
     /// Queues a burn of `budget` and waits for it; refuses at once when the queue is full.
     pub async fn burn(&self, budget: Duration) -> Result<BurnResult, Refused> {
+        self.intake.fetch_add(1, Relaxed);
         let waiting = self.waiting.load(Relaxed);
         if waiting >= self.max_queue {
             return Err(Refused::Full { waiting });
@@ -84,6 +96,7 @@ impl CpuQueue {
 pub struct Burner {
     job_rx: mpsc::UnboundedReceiver<Job>,
     waiting: Arc<AtomicUsize>,
+    intake: Arc<AtomicUsize>,
 }
 
 impl Burner {
@@ -96,8 +109,15 @@ impl Burner {
                 let used = cpu::burn(job.budget);
                 let _ = job.reply_tx.send(used);
             }
-            // Let the event loop read what arrived during the burn before the next one.
-            tokio::task::yield_now().await;
+            // Let the event loop read what arrived during the burn before the next one: each
+            // yield runs every task that is ready; stop once a round reads no new request.
+            loop {
+                let before = self.intake.load(Relaxed);
+                tokio::task::yield_now().await;
+                if self.intake.load(Relaxed) == before {
+                    break;
+                }
+            }
         }
     }
 }

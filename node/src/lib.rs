@@ -156,9 +156,10 @@ fn default_group(name: &str) -> &str {
     }
 }
 
-/// Runs a node's primary until SIGTERM or SIGINT: binds the port, starts and supervises the
-/// workers, then stops them gracefully and returns.
-pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
+/// Everything a node checks before it starts anything: the flags, with `{hostname}`
+/// resolved. `Err` names the flag at fault. `scalelab up` and the tests run the same check on
+/// the arguments a topology turns into.
+pub fn preflight(mut args: NodeArgs) -> anyhow::Result<NodeArgs> {
     if args.name.contains("{hostname}") {
         let host = nix::unistd::gethostname().context("--name uses {hostname}: cannot read the host name")?;
         args.name = args.name.replace("{hostname}", &host.to_string_lossy());
@@ -169,6 +170,13 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     hyper::header::HeaderValue::from_str(&args.name).map_err(|_| {
         anyhow::anyhow!("--name {:?} must be printable ASCII (it is sent as a header)", args.name)
     })?;
+    Ok(args)
+}
+
+/// Runs a node's primary until SIGTERM or SIGINT: binds the port, starts and supervises the
+/// workers, then stops them gracefully and returns.
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let args = preflight(args)?;
     for dir in &args.cgroup {
         join_cgroup(dir)?;
     }

@@ -97,10 +97,39 @@ impl Proc {
         Proc { child, name: args.first().copied().unwrap_or("").to_string(), output: None }
     }
 
+    /// Like `spawn`, with the open-file limit (soft and hard) lowered to `nofile` first: the
+    /// process cannot raise it back.
+    pub fn spawn_with_nofile(args: &[&str], nofile: u64) -> Proc {
+        let mut cmd = scalelab(args);
+        // SAFETY: setrlimit is async-signal-safe and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start scalelab");
+        Proc { child, name: args.first().copied().unwrap_or("").to_string(), output: None }
+    }
+
     /// Like `spawn`, but stdout and stderr are collected (and echoed) for `output()`.
     pub fn spawn_capturing(args: &[&str]) -> Proc {
-        let mut child =
-            scalelab(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scalelab");
+        Proc::spawn_capturing_env(args, &[])
+    }
+
+    /// Like `spawn_capturing`, with environment changes (`None` removes the variable).
+    pub fn spawn_capturing_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Proc {
+        let mut cmd = scalelab(args);
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scalelab");
         let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let readers: Vec<Box<dyn std::io::Read + Send>> =
             vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
@@ -322,6 +351,12 @@ pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
 /// Whether `pid` runs (a zombie has exited; it only waits to be reaped).
 pub fn alive(pid: i32) -> bool {
     matches!(proc_stat(pid), Some((state, _)) if state != 'Z')
+}
+
+/// The value of one series in a Prometheus text exposition (`name` with its labels, exactly as
+/// printed, e.g. `scalelab_balancer_retries_total`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Sends raw bytes and returns whatever the server answers before closing (or timing out).

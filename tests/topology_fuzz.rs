@@ -1,13 +1,21 @@
 //! A property test over hostile edits: the committed `topology.yaml` mutated at random (bytes
 //! flipped, deleted or inserted, lines duplicated or swapped, numbers replaced with extremes,
-//! document markers and byte-order marks added). For every mutant, parsing never panics, every
-//! problem carries a line and a column, and whatever is accepted reads back equal from its own
-//! YAML. The budget is fixed (`PROPTEST_CASES`, default 4000) so CI time stays bounded.
+//! document markers and byte-order marks added). For every mutant:
+//! - parsing never panics, and every problem carries a line and a column;
+//! - whatever is accepted runs: it reads back equal from its own YAML, every child's own
+//!   start-up checks pass on the arguments the lab would start it with (the rule "whatever
+//!   `scalelab check` accepts must run"), and those arguments parse back into the same flags.
+//!
+//! The budget is fixed (`PROPTEST_CASES`, default 4000) so CI time stays bounded.
 
+use std::path::Path;
+
+use clap::Parser;
 use proptest::prelude::*;
+use scalelab::cli::{Cli, Command};
 use scalelab_topology::Topology;
 
-const BASE: &str = include_str!("../../topology.yaml");
+const BASE: &str = include_str!("../topology.yaml");
 
 /// Values that probe bounds and types.
 const EXTREMES: &[&str] = &[
@@ -129,7 +137,20 @@ proptest! {
             apply(&mut bytes, m);
         }
         match Topology::from_bytes(&bytes) {
-            Ok(t) => prop_assert_eq!(Topology::from_yaml(&t.to_yaml()).unwrap(), t),
+            Ok(t) => {
+                prop_assert_eq!(&Topology::from_yaml(&t.to_yaml()).unwrap(), &t);
+                if let Err(e) = scalelab_lab::preflight(&t) {
+                    prop_assert!(false, "accepted but would not run: {:#}\n{}", e, String::from_utf8_lossy(&bytes));
+                }
+                for r in t.replicas() {
+                    let args = scalelab_lab::node_args(&t, &r, Path::new("/lab/topology.yaml"));
+                    let argv = ["scalelab", "node"].into_iter().map(String::from).chain(args.to_args());
+                    match Cli::try_parse_from(argv).map(|c| c.command) {
+                        Ok(Command::Node(parsed)) => prop_assert_eq!(parsed, args),
+                        other => prop_assert!(false, "{:?}", other.err()),
+                    }
+                }
+            }
             Err(e) => {
                 prop_assert!(!e.problems().is_empty());
                 for p in e.problems() {
