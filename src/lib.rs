@@ -42,6 +42,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker => scalelab_node::run_worker().map(|()| ExitCode::SUCCESS),
         Command::Balancer(args) => scalelab_balancer::run(args).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => scalelab_loadgen::run(args),
+        Command::Sweep(args) => scalelab_experiment::sweep::run(args),
+        Command::Fit(args) => scalelab_experiment::fit::run(&args),
+        Command::Report(args) => scalelab_experiment::report::run(&args),
     }
 }
 
@@ -53,6 +56,7 @@ fn log_filter(command: &Command) -> String {
     }
     match command {
         Command::Up(args) => ["warn", "info", "debug"][usize::from(args.verbose.min(2))].to_string(),
+        Command::Sweep(_) => "warn".to_string(),
         _ => "info".to_string(),
     }
 }

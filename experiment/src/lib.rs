@@ -7,8 +7,10 @@
 //! - [`fit`]: `scalelab fit FILE.csv`: read measured (N, X) pairs, fit, print.
 //! - [`report`]: `report.html`, one self-contained page of charts and tables
 //!   (`scalelab report DIR`).
+//! - [`sweep`]: `scalelab sweep`: drive a lab through the series and measure each point.
 
 pub mod fit;
 pub mod report;
 pub mod results;
+pub mod sweep;
 pub mod usl;

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use config::{BaseUrl, LoadConfig, LoadError};
+pub use config::{parse_rate, BaseUrl, LoadConfig, LoadError};
 pub use mix::{Mix, MixEntry, MixError};
 pub use printer::Output;
 pub use report::{Aggregate, ErrorCounts, ErrorKind, Latency, Mode, Report, RunInfo, Sample, ScheduleReport};

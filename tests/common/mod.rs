@@ -2,6 +2,8 @@
 //! wait for them with deadlines, speak plain HTTP to them and tear them down by process group.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};

@@ -3,29 +3,18 @@
 //! `<svg>` must be there with drawn marks in it) and once to take a screenshot, kept as
 //! `target/test-artifacts/report.png` with the page beside it.
 
-use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::collections::BTreeMap;
+use std::fs;
+
+use common::browser::{artifacts_dir, chromium, container, require_chromium, screenshot};
 use scalelab_experiment::report::write_report;
 use scalelab_experiment::results::{LoadSpec, Percentiles, Point, Results, Round, Series, UslFit};
 
-/// Debian's Chromium, which `scripts/test.sh` installs.
-const CHROMIUM: &str = "/usr/bin/chromium";
-/// How long one Chromium run may take before it is killed.
-const CHROMIUM_DEADLINE: Duration = Duration::from_secs(90);
-
 #[test]
 fn chromium_renders_every_chart_of_the_report() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: this test needs Debian's chromium, which scripts/test.sh installs \
-         (apt-get install chromium)"
-    );
+    require_chromium();
     let dir = tempfile::tempdir().unwrap();
     let json = serde_json::to_string_pretty(&fixture()).unwrap();
     fs::write(dir.path().join("results.json"), json).unwrap();
@@ -52,71 +41,8 @@ fn chromium_renders_every_chart_of_the_report() {
     }
     assert!(dom.contains("coherency-bound") && dom.contains("contention-bound"), "the fit text is missing");
 
-    let artifacts = artifacts_dir();
-    fs::create_dir_all(&artifacts).unwrap();
-    let png = artifacts.join("report.png");
-    let _ = fs::remove_file(&png);
-    let shot = format!("--screenshot={}", png.display());
-    chromium(dir.path(), "screenshot", &[&shot, "--window-size=1280,2400", "--hide-scrollbars", &url]);
-    let bytes = fs::read(&png).unwrap_or_else(|e| panic!("Chromium wrote no {}: {e}", png.display()));
-    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", png.display());
-    let size = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
-    assert_eq!((size(16), size(20)), (1280, 2400), "screenshot size (width, height)");
-    fs::copy(&report, artifacts.join("report.html")).unwrap();
-    eprintln!("screenshot: {}", png.display());
-}
-
-/// The markup inside the element with `id`, up to the end of its `<figure>`.
-fn container<'a>(dom: &'a str, id: &str) -> &'a str {
-    let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no element #{id} in the DOM"));
-    let end = dom[start..].find("</figure>").map_or(dom.len(), |e| start + e);
-    &dom[start..end]
-}
-
-/// Runs headless Chromium with `args` and a fresh profile under `dir`, within
-/// `CHROMIUM_DEADLINE`, and returns its standard output. Chromium and its helpers run in a
-/// process group of their own, killed by its id if the deadline passes.
-fn chromium(dir: &Path, name: &str, args: &[&str]) -> String {
-    let profile = dir.join(format!("profile-{name}"));
-    let (out_path, err_path) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.err")));
-    let mut child = Command::new(CHROMIUM)
-        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).unwrap())
-        .stderr(File::create(&err_path).unwrap())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {CHROMIUM}: {e}"));
-    let deadline = Instant::now() + CHROMIUM_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let group = format!("-{}", child.id());
-            let killed = Command::new("kill").args(["-KILL", "--", &group]).status();
-            let _ = child.wait();
-            panic!(
-                "chromium ({name}) ran past {CHROMIUM_DEADLINE:?}; killed process group {group}: {killed:?}\n{}",
-                fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        sleep(Duration::from_millis(100));
-    };
-    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(status.success(), "chromium ({name}) failed with {status}:\n{stderr}");
-    fs::read_to_string(&out_path).unwrap()
-}
-
-/// `target/test-artifacts`, under `CARGO_TARGET_DIR` when set.
-fn artifacts_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("test-artifacts")
+    screenshot(dir.path(), &url, "report.png", 1280, 2400);
+    fs::copy(&report, artifacts_dir().join("report.html")).unwrap();
 }
 
 // ---- the fixture: a made-up sweep on a 4-core machine, /op2 costing 1 ms of CPU ----

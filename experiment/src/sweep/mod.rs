@@ -1,0 +1,429 @@
+//! `scalelab sweep`: the experiment itself. For every `--vary` series and every value in it,
+//! move a lab to that topology, warm it up, measure `--rounds` rounds of load (pausing between
+//! them so leftover `/op2` burns are not charged to the next), and record throughput, latency,
+//! who served what and the CPU each node used, beside the theoretical capacity. Each series
+//! gets a USL fit. `results.json` is rewritten after every point, so an interrupted sweep keeps
+//! what it measured; `results.csv` and `report.html` follow at the end.
+//!
+//! - [`vary`]: `--vary FIELD=V1,...` and the topology each value makes.
+//! - [`theory`]: the capacity a topology should have.
+//! - [`runner`]: where points run (native processes or Docker Compose).
+//! - [`summary`]: the terminal table and `results.csv`.
+
+pub mod runner;
+pub mod summary;
+pub mod theory;
+pub mod vary;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use scalelab_loadgen::{LoadConfig, Mix, Report};
+use scalelab_topology::{limits, Topology};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::results::{LoadSpec, Percentiles, Point, Results, Round, Series};
+use crate::usl;
+use runner::Runner;
+use vary::{Field, Vary};
+
+/// Bounds on what a sweep may be asked to do.
+const MAX_SERIES: usize = 8;
+const MAX_ROUNDS: u32 = 20;
+const MAX_DURATION: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// What a point costs besides its load: applying the topology and waiting for it, roughly.
+const POINT_OVERHEAD: Duration = Duration::from_secs(2);
+
+/// Flags of `scalelab sweep`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SweepArgs {
+    /// The base topology; every series changes one field of it.
+    #[arg(long, short, default_value = "topology.yaml")]
+    pub topology: PathBuf,
+    /// A series: `workers=1,2,4`, `replicas=1,2,4` or `cpus=0.5,1,2` (repeat for more series).
+    #[arg(long = "vary", required = true, value_name = "FIELD=V1,V2,...")]
+    pub vary: Vec<Vary>,
+    /// The path every request asks for. Use --mix for several.
+    #[arg(long, default_value = "/op2", conflicts_with = "mix")]
+    pub path: String,
+    /// Weighted paths, e.g. `op1=9,op2=1`.
+    #[arg(long, value_name = "PATH=WEIGHT,...")]
+    pub mix: Option<Mix>,
+    /// Closed loop: concurrent connections (with --rate: the most requests in flight).
+    #[arg(long, short, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// Open loop: requests per second, whatever the lab does.
+    #[arg(long, short, value_parser = scalelab_loadgen::parse_rate)]
+    pub rate: Option<f64>,
+    /// Measured time per round, e.g. `5s` (at most 5 minutes).
+    #[arg(long, short, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured load before the first round of each point (at most 1 minute).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Measured rounds per point (1 to 20).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=MAX_ROUNDS as i64))]
+    pub rounds: u32,
+    /// Idle time between rounds, so a round does not pay for its predecessor's queued work
+    /// (at most 1 minute).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub pause: Duration,
+    /// Where results.json, results.csv and report.html go (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Run the points with Docker Compose instead of native processes (the image
+    /// scalelab:latest must exist).
+    #[arg(long)]
+    pub compose: bool,
+}
+
+/// A validated sweep: the base and every point's topology.
+struct Plan {
+    series: Vec<(Vary, Vec<Topology>)>,
+    load: LoadConfig,
+    spec: LoadSpec,
+    /// (path, weight) of each request kind, for the theory.
+    paths: Vec<(String, u32)>,
+}
+
+impl Plan {
+    /// Checks every flag and every point's topology before anything starts.
+    fn new(args: &SweepArgs) -> anyhow::Result<Plan> {
+        if args.vary.len() > MAX_SERIES {
+            bail!("--vary: at most {MAX_SERIES} series, found {}", args.vary.len());
+        }
+        for (flag, value, max) in [
+            ("--duration", args.duration, MAX_DURATION),
+            ("--warmup", args.warmup, MAX_WAIT),
+            ("--pause", args.pause, MAX_WAIT),
+        ] {
+            if value > max {
+                bail!(
+                    "{flag}: at most {}, found {}",
+                    humantime::format_duration(max),
+                    humantime::format_duration(value)
+                );
+            }
+        }
+        if args.duration.is_zero() {
+            bail!("--duration: must be longer than 0");
+        }
+        let base = Topology::load(&args.topology)
+            .with_context(|| format!("--topology {}", args.topology.display()))?;
+        let series = args
+            .vary
+            .iter()
+            .map(|v| {
+                let points = v
+                    .values
+                    .iter()
+                    .map(|&x| vary::topology_at(&base, v.field, x))
+                    .collect::<Result<Vec<_>, _>>();
+                points.map(|p| (v.clone(), p)).map_err(anyhow::Error::msg)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (_, points) in &series {
+            for t in points {
+                scalelab_lab::preflight(t)?;
+            }
+        }
+        let mix = match &args.mix {
+            Some(m) => m.clone(),
+            None => Mix::single(&args.path).map_err(|e| anyhow::anyhow!("--path: {e}"))?,
+        };
+        let url = format!("http://{}", reachable(base.balancer.listen));
+        let load = LoadConfig {
+            url: url.parse()?,
+            mix: mix.clone(),
+            connections: args.connections,
+            duration: Some(args.duration),
+            requests: None,
+            rate: args.rate,
+            timeout: Duration::from_secs(10),
+            threads: scalelab_loadgen::default_threads(),
+        };
+        load.validate()?;
+        let paths = mix.entries().iter().map(|e| (e.path.clone(), e.weight)).collect();
+        let spec = LoadSpec {
+            target: args.mix.as_ref().map_or_else(|| args.path.clone(), |m| m.to_string()),
+            connections: args.connections,
+            rate: args.rate,
+            duration_s: args.duration.as_secs_f64(),
+            warmup_s: args.warmup.as_secs_f64(),
+            rounds: args.rounds,
+        };
+        Ok(Plan { series, load, spec, paths })
+    }
+
+    fn points(&self) -> usize {
+        self.series.iter().map(|(_, p)| p.len()).sum()
+    }
+}
+
+/// A wildcard listener is reached through loopback.
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// `scalelab sweep`: runs the plan, prints the summary, writes the results. Exits 130 when
+/// interrupted (what was measured is kept).
+pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan::new(&args)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(scalelab_loadgen::default_threads())
+        .enable_all()
+        .build()
+        .context("cannot start the sweep's runtime")?;
+    let outcome = runtime.block_on(sweep(&args, &plan))?;
+    let results = outcome.results;
+    write_outputs(&args.out, &results)?;
+    println!("{}", summary::table(&results));
+    println!("results: {}", args.out.join("results.json").display());
+    println!("report:  {}", args.out.join("report.html").display());
+    match outcome.stopped {
+        None => Ok(ExitCode::SUCCESS),
+        Some(why) => {
+            eprintln!("scalelab sweep: stopped early ({why}); the points measured before are kept");
+            Ok(ExitCode::from(if why == "interrupted" { 130 } else { 1 }))
+        }
+    }
+}
+
+/// What a sweep measured, and why it stopped early if it did.
+struct Outcome {
+    results: Results,
+    stopped: Option<String>,
+}
+
+async fn sweep(args: &SweepArgs, plan: &Plan) -> anyhow::Result<Outcome> {
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let cores = limits::cores();
+    let mut results = Results {
+        scalelab_version: env!("CARGO_PKG_VERSION").to_string(),
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        cores,
+        runner: if args.compose { "compose" } else { "native" }.to_string(),
+        base: args.topology.display().to_string(),
+        load: plan.spec.clone(),
+        series: Vec::new(),
+    };
+    let first = &plan.series[0].1[0];
+    let started = tokio::select! {
+        r = Runner::start(first, args.compose, &args.out) => r,
+        _ = int.recv() => return Ok(Outcome { results, stopped: Some("interrupted".into()) }),
+        _ = term.recv() => return Ok(Outcome { results, stopped: Some("interrupted".into()) }),
+    };
+    let mut runner = started?;
+    let per_point = args.warmup + (args.duration + args.pause) * args.rounds + POINT_OVERHEAD;
+    let mut progress =
+        Progress { done: 0, total: plan.points(), per_point, point_start: tokio::time::Instant::now() };
+    let mut stopped = None;
+    'series: for (vary, topologies) in &plan.series {
+        results.series.push(Series {
+            vary: vary.field.name().into(),
+            points: Vec::new(),
+            fit: None,
+            fit_note: None,
+        });
+        for (value, t) in vary.values.iter().zip(topologies) {
+            let label = format!("{}={}", vary.field, value);
+            let point = tokio::select! {
+                p = measure(&mut runner, t, vary.field, *value, &label, args, plan, cores, &mut progress) => p,
+                _ = int.recv() => { stopped = Some("interrupted".into()); break 'series; }
+                _ = term.recv() => { stopped = Some("interrupted".into()); break 'series; }
+            };
+            match point {
+                Ok(p) => results.series.last_mut().expect("pushed above").points.push(p),
+                Err(e) => {
+                    eprintln!("scalelab sweep: {label}: {e:#}");
+                    stopped = Some(format!("{label} failed"));
+                    break 'series;
+                }
+            }
+            fit_series(results.series.last_mut().expect("pushed above"));
+            write_results(&args.out, &results)?;
+        }
+    }
+    runner.shutdown().await;
+    Ok(Outcome { results, stopped })
+}
+
+/// Prints one line per step of a point: where the sweep is and how long it has left.
+struct Progress {
+    done: usize,
+    total: usize,
+    /// What a point should take.
+    per_point: Duration,
+    /// When the current point began.
+    point_start: tokio::time::Instant,
+}
+
+impl Progress {
+    fn show(&self, label: &str, what: &str) {
+        let this = self.per_point.saturating_sub(self.point_start.elapsed());
+        let left = self.per_point * (self.total - self.done - 1) as u32 + this;
+        eprintln!(
+            "[{}/{}] {label:<14} {what:<12} about {} left",
+            self.done + 1,
+            self.total,
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        );
+    }
+}
+
+/// One point: apply, warm up, measure every round.
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    runner: &mut Runner,
+    t: &Topology,
+    field: Field,
+    value: f64,
+    label: &str,
+    args: &SweepArgs,
+    plan: &Plan,
+    cores: usize,
+    progress: &mut Progress,
+) -> anyhow::Result<Point> {
+    progress.point_start = tokio::time::Instant::now();
+    progress.show(label, "applying");
+    runner.apply(t).await?;
+    if !args.warmup.is_zero() {
+        progress.show(label, "warming up");
+        let mut warm = plan.load.clone();
+        warm.duration = Some(args.warmup);
+        scalelab_loadgen::run_load(warm).await?;
+        tokio::time::sleep(args.pause).await;
+    }
+    let mut rounds: Vec<(Report, Round)> = Vec::new();
+    let mut cpu_used: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut measured = Duration::ZERO;
+    for r in 1..=args.rounds {
+        progress.show(label, &format!("round {r}/{}", args.rounds));
+        let before = runner.cpu_used().await;
+        let report = scalelab_loadgen::run_load(plan.load.clone()).await?;
+        let after = runner.cpu_used().await;
+        for (node, end) in &after {
+            if let Some(start) = before.get(node) {
+                *cpu_used.entry(node.clone()).or_default() += end.saturating_sub(*start);
+            }
+        }
+        measured += Duration::from_secs_f64(report.duration_s);
+        let round = Round {
+            rps: report.ok_rps,
+            errors: report.errors,
+            latency_ms: percentiles(&report),
+            by_worker: report.by_worker.clone(),
+        };
+        rounds.push((report, round));
+        if r < args.rounds {
+            tokio::time::sleep(args.pause).await;
+        }
+    }
+    progress.done += 1;
+    Ok(point(t, field, value, rounds, cpu_used, measured, &plan.paths, cores, runner.kind()))
+}
+
+/// Folds a point's rounds together: the median round's throughput and latency, the sums of
+/// everything counted.
+#[allow(clippy::too_many_arguments)]
+fn point(
+    t: &Topology,
+    field: Field,
+    value: f64,
+    rounds: Vec<(Report, Round)>,
+    cpu_used: BTreeMap<String, Duration>,
+    measured: Duration,
+    paths: &[(String, u32)],
+    cores: usize,
+    kind: &str,
+) -> Point {
+    let mut order: Vec<usize> = (0..rounds.len()).collect();
+    order.sort_by(|&a, &b| rounds[a].1.rps.total_cmp(&rounds[b].1.rps));
+    let median = &rounds[order[order.len() / 2]];
+    let mut by_node: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_worker: BTreeMap<String, u64> = BTreeMap::new();
+    if kind == "native" {
+        // Workers that served nothing still count: their zero is the unevenness to see.
+        for r in t.replicas() {
+            by_node.insert(r.name.clone(), 0);
+            for w in 1..=r.workers {
+                by_worker.insert(format!("{}/{w}", r.name), 0);
+            }
+        }
+    }
+    for (report, _) in &rounds {
+        for (k, v) in &report.by_node {
+            *by_node.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &report.by_worker {
+            *by_worker.entry(k.clone()).or_default() += v;
+        }
+    }
+    let theory = theory::capacity(t, cores, paths).unwrap_or(0.0);
+    let secs = measured.as_secs_f64().max(f64::EPSILON);
+    Point {
+        value,
+        n: vary::scale(t, field),
+        rps: median.1.rps,
+        theory_rps: theory,
+        ratio: if theory > 0.0 { median.1.rps / theory } else { 0.0 },
+        latency_ms: median.1.latency_ms,
+        errors: rounds.iter().map(|(r, _)| r.errors).sum(),
+        by_node,
+        by_worker,
+        cpu_used: cpu_used.into_iter().map(|(k, d)| (k, d.as_secs_f64() / secs)).collect(),
+        topology: t.to_yaml(),
+        rounds: rounds.into_iter().map(|(_, r)| r).collect(),
+    }
+}
+
+fn percentiles(r: &Report) -> Percentiles {
+    let l = &r.latency_ms;
+    Percentiles { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, max: l.max }
+}
+
+/// Fits the USL to every round of every point of `series` (x = the point's scale), or notes
+/// why it cannot.
+fn fit_series(series: &mut Series) {
+    let measurements: Vec<(f64, f64)> =
+        series.points.iter().flat_map(|p| p.rounds.iter().map(move |r| (p.n, r.rps))).collect();
+    match usl::fit(&measurements) {
+        Ok(fit) => {
+            series.fit = Some(fit);
+            series.fit_note = None;
+        }
+        Err(e) => {
+            series.fit = None;
+            series.fit_note = Some(e.to_string());
+        }
+    }
+}
+
+/// `results.json`, replaced atomically.
+fn write_results(out: &Path, results: &Results) -> anyhow::Result<()> {
+    let file = out.join("results.json");
+    let tmp = out.join("results.json.partial");
+    let json = serde_json::to_string_pretty(results).context("encoding results.json")?;
+    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// `results.json`, `results.csv` and `report.html`.
+fn write_outputs(out: &Path, results: &Results) -> anyhow::Result<()> {
+    write_results(out, results)?;
+    let csv = out.join("results.csv");
+    std::fs::write(&csv, summary::csv(results)).with_context(|| format!("cannot write {}", csv.display()))?;
+    crate::report::write_report(out)?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! `scalelab sweep` on real processes: a short sweep measures every point, fits what it can,
+//! writes results.json, results.csv and a report Chromium renders; bad flags and a bad base
+//! are refused before anything starts; Ctrl-C leaves no process behind and keeps the points
+//! already measured. And `scalelab fit` / `scalelab report` on their own.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::{chromium, container, require_chromium, screenshot};
+use common::*;
+use scalelab_experiment::results::Results;
+
+/// A base of one node of one worker capped at half a core, on free ports.
+fn base(cpus: &str) -> TopologyFile {
+    let p = free_ports(2);
+    let node = free_port_run(4);
+    TopologyFile::new(&format!(
+        "balancer:\n  listen: 127.0.0.1:{}\n  admin: 127.0.0.1:{}\n  health_check: {{ interval_ms: 200, timeout_ms: 2000 }}\n\
+         nodes:\n  - name: node\n    replicas: 1\n    workers: 1\n{cpus}    port: {node}\n",
+        p[0], p[1]
+    ))
+}
+
+fn read_results(dir: &std::path::Path) -> Results {
+    let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
+    serde_json::from_str(&text).expect("results.json parses as the sweep's own type")
+}
+
+#[test]
+fn a_short_sweep_measures_every_point_and_draws_the_report() {
+    require_chromium();
+    let t = base("    cpus: 0.5\n");
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("run");
+    let args = [
+        "sweep",
+        "--topology",
+        t.path_str(),
+        "--vary",
+        "replicas=1,2,3",
+        "--vary",
+        "workers=1,2,3",
+        "--duration",
+        "1500ms",
+        "--rounds",
+        "2",
+        "--warmup",
+        "500ms",
+        "--pause",
+        "300ms",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = run_scalelab(&args, Duration::from_secs(180));
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("[6/6] workers=3"), "a progress line per point:\n{stderr}");
+    assert!(stdout.contains("vary replicas") && stdout.contains("vary workers"), "{stdout}");
+
+    let r = read_results(&out_dir);
+    assert_eq!(r.series.len(), 2);
+    for s in &r.series {
+        assert_eq!(s.points.len(), 3, "{}", s.vary);
+        for p in &s.points {
+            assert_eq!(p.rounds.len(), 2);
+            assert_eq!(p.errors, 0, "{} = {}: {p:?}", s.vary, p.value);
+            assert!(p.cpu_used.values().all(|c| *c >= 0.0));
+        }
+    }
+    // Horizontal scaling adds CPU: three capped nodes serve well over twice what one does
+    // (theory 3x); vertical scaling inside one capped node does not (theory 1x).
+    let (replicas, workers) = (&r.series[0].points, &r.series[1].points);
+    assert_eq!(replicas.iter().map(|p| p.theory_rps).collect::<Vec<_>>(), [25.0, 50.0, 75.0]);
+    assert_eq!(workers.iter().map(|p| p.theory_rps).collect::<Vec<_>>(), [25.0, 25.0, 25.0]);
+    assert!(replicas[2].rps > 2.0 * replicas[0].rps, "{replicas:#?}");
+    assert!(workers[2].rps < 1.5 * workers[0].rps, "{workers:#?}");
+    for p in replicas.iter().chain(workers) {
+        assert!((0.6..=1.2).contains(&p.ratio), "measured/theory {:.2} at {:?}", p.ratio, p.value);
+    }
+    // Every worker of the point is listed, those that served nothing too.
+    assert_eq!(workers[2].by_worker.len(), 3, "{:?}", workers[2].by_worker);
+    assert!(r.series.iter().all(|s| s.fit.is_some()), "6 rounds at 3 scales fit: {:?}", r.series);
+    let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+
+    let url = format!("file://{}", out_dir.join("report.html").display());
+    let dom = chromium(out.path(), "dom", &["--dump-dom", &url]);
+    for id in ["chart-throughput", "chart-latency", "chart-share"] {
+        let chart = container(&dom, id);
+        assert!(chart.contains("<svg") && chart.matches("<text").count() >= 8, "#{id} is not drawn");
+    }
+    assert!(container(&dom, "chart-throughput").matches("<circle").count() >= 6);
+    screenshot(out.path(), &url, "sweep-report.png", 1280, 2400);
+
+    // The report is rebuilt from results.json alone.
+    std::fs::remove_file(out_dir.join("report.html")).unwrap();
+    let (code, stdout, stderr) =
+        run_scalelab(&["report", out_dir.to_str().unwrap()], Duration::from_secs(20));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(out_dir.join("report.html").exists());
+}
+
+#[test]
+fn bad_flags_and_a_bad_base_are_refused_before_anything_starts() {
+    let t = base("");
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    for (vary, expected) in [
+        ("threads=1,2", "unknown field; expected workers, replicas or cpus"),
+        ("workers=", "no values"),
+        ("workers=0,1", "is not a whole number of 1 or more"),
+        ("workers=100", "nodes[0].workers: expected 1 to 64 workers"),
+    ] {
+        let (code, _, stderr) =
+            run_scalelab(&["sweep", "-t", t.path_str(), "--vary", vary, "--out", o], Duration::from_secs(10));
+        assert_ne!(code, 0);
+        assert!(stderr.contains(expected), "{vary}: expected {expected:?} in:\n{stderr}");
+    }
+    let broken = TopologyFile::new("balancer: { listen: 127.0.0.1:1, admin: 127.0.0.1:2 }\nnodes: []\n");
+    let (code, _, stderr) = run_scalelab(
+        &["sweep", "-t", broken.path_str(), "--vary", "workers=1", "--out", o],
+        Duration::from_secs(10),
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--topology") && stderr.contains("expected at least one node group"), "{stderr}");
+    assert!(!out.path().join("results.json").exists(), "nothing ran");
+}
+
+#[test]
+fn an_interrupted_sweep_keeps_its_points_and_leaves_nothing_behind() {
+    let t = base("    cpus: 0.5\n");
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("run");
+    let mut sweep = Proc::spawn_capturing(&[
+        "sweep",
+        "--topology",
+        t.path_str(),
+        "--vary",
+        "replicas=1,2,3,4",
+        "--duration",
+        "1s",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0s",
+        "--pause",
+        "200ms",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    sweep.wait_output("[3/4]", Duration::from_secs(60));
+    let nodes: Vec<i32> = children_of(sweep.pid());
+    assert!(!nodes.is_empty(), "the sweep runs a lab");
+    sweep.signal(libc::SIGINT);
+    let status = sweep.wait_exit(Duration::from_secs(30)).expect("the sweep stops");
+    assert_eq!(status.code(), Some(130), "{}", sweep.output());
+    let r = read_results(&out_dir);
+    assert_eq!(r.series[0].points.len(), 2, "the two points measured before Ctrl-C are kept");
+    assert!(out_dir.join("report.html").exists());
+    wait_for("the lab's processes to be gone", Duration::from_secs(10), || {
+        nodes.iter().all(|&pid| !alive(pid)).then_some(())
+    });
+}
+
+#[test]
+fn fit_reads_a_csv_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.csv");
+    // X(N) = 100N / (1 + 0.05(N-1) + 0.002N(N-1)), exactly.
+    let mut csv = String::from("concurrency,throughput\n");
+    for n in [1.0f64, 2.0, 4.0, 8.0, 16.0, 32.0] {
+        csv.push_str(&format!("{n},{}\n", 100.0 * n / (1.0 + 0.05 * (n - 1.0) + 0.002 * n * (n - 1.0))));
+    }
+    std::fs::write(&good, csv).unwrap();
+    let (code, stdout, stderr) =
+        run_scalelab(&["fit", good.to_str().unwrap(), "--json"], Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr}");
+    let fit: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!((fit["sigma"].as_f64().unwrap() - 0.05).abs() < 1e-6, "{fit}");
+    assert!((fit["kappa"].as_f64().unwrap() - 0.002).abs() < 1e-7, "{fit}");
+    assert!((fit["lambda"].as_f64().unwrap() - 100.0).abs() < 1e-4, "{fit}");
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "n,x\n1,10\n2,abc\n").unwrap();
+    let (code, _, stderr) = run_scalelab(&["fit", bad.to_str().unwrap()], Duration::from_secs(10));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("line 3") && stderr.contains("\"abc\""), "{stderr}");
+    let short = dir.path().join("short.csv");
+    std::fs::write(&short, "n,x\n1,10\n2,19\n3,27\n").unwrap();
+    let (_, _, stderr) = run_scalelab(&["fit", short.to_str().unwrap()], Duration::from_secs(10));
+    assert!(stderr.contains("at least 6") && stderr.contains("found 3"), "{stderr}");
+}
+
+/// Every live descendant of `pid` (children, and their children).
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if proc_stat(child).is_some_and(|(_, ppid)| ppid == parent) && !found.contains(&child) {
+                found.push(child);
+            }
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
