@@ -5,9 +5,11 @@
 #   docker compose up -d          # compose.yaml (rendered by `scalelab compose`) uses it
 #
 # The tests cannot run this build (no registry to pull the base images from); they lint it
-# with hadolint and assemble an image with the same runtime layout from the locally built
-# binary instead (scripts/docker-image.sh): binary at /usr/local/bin/scalelab, user
-# scalelab (uid/gid 10001), working directory /home/scalelab, the same ENTRYPOINT and CMD.
+# with hadolint, check offline that its dependency stage and its build context resolve the
+# workspace (scripts/test-docker.sh, check dockerfile-workspace), and assemble an image with
+# the same runtime layout from the locally built binary instead (scripts/docker-image.sh):
+# binary at /usr/local/bin/scalelab, user scalelab (uid/gid 10001), working directory
+# /home/scalelab, the same ENTRYPOINT and CMD.
 
 # ---- builder: release binary ------------------------------------------------------------
 FROM rust:1-bookworm AS builder

@@ -17,7 +17,7 @@
 //! needs no balancer restart.
 //!
 //! In `compose.yaml`, the image is built from the Dockerfile by the first `docker compose up`
-//! that finds it missing, once: see [`Service::builds`].
+//! that finds it missing, once, and never pulled: see [`Service::builds`].
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -124,10 +124,14 @@ impl Service {
     /// Compose builds once per service that has one, even when they all name the same image
     /// (Compose v2.40.3: `docker compose build --dry-run` plans one build per service, and a
     /// real build writes one image per service, each tagged `scalelab:latest` in turn). So
-    /// only the balancer builds in `up`: a node group whose image is missing gets a pull
-    /// attempt, whose failure Compose ignores because another service of the project builds
-    /// that image, and its containers start from the balancer's build. `docker compose run`
-    /// loads only the service it runs, so the load tool needs its own `build:`.
+    /// only the balancer builds in `up`, before any container is created, and the node
+    /// groups' containers start from that image. `docker compose run` loads only the service
+    /// it runs, so the load tool needs its own `build:`.
+    ///
+    /// Every service also has `pull_policy: never`: the image exists only where it was built
+    /// (`scalelab:latest` would otherwise be looked up as `docker.io/library/scalelab`, a
+    /// request that can only fail, or find someone else's image on a registry mirror). A
+    /// missing image is then built by the service that has `build:`, with no registry request.
     fn builds(self) -> bool {
         matches!(self, Service::Balancer | Service::Tool)
     }
@@ -141,14 +145,15 @@ impl Service {
 }
 
 /// Lines every service shares: the image, the read-only project mount, plain logs; in
-/// `compose.yaml` also the build section, an init process and the restart policy, as
-/// [`Service`] says.
+/// `compose.yaml` also the build section, the pull policy, an init process and the restart
+/// policy, as [`Service`] says.
 fn common(y: &mut String, target: Target, service: Service) {
     let _ = writeln!(y, "    image: {IMAGE}");
     if target == Target::Compose {
         if service.builds() {
             y.push_str("    build: { context: ., dockerfile: Dockerfile }\n");
         }
+        y.push_str("    pull_policy: never   # a local image: built here when missing, never pulled\n");
         y.push_str("    init: true\n");
         if service.long_running() {
             y.push_str("    restart: unless-stopped\n");
@@ -216,6 +221,7 @@ fn node_service(y: &mut String, g: &NodeGroup, cfg: &str, target: Target) {
     let mut args = NodeArgs::new(name, SocketAddr::from(([0, 0, 0, 0], port)));
     args.topology = Some(cfg.into());
     args.group = Some(g.name.clone());
+    args.distribution = g.distribution;
     let _ = writeln!(y, "    command: {}", command("node", args.to_args()));
     y.push_str("    healthcheck:\n");
     let _ = writeln!(
@@ -301,14 +307,14 @@ mod tests {
     }
 
     #[test]
-    fn compose_builds_the_image_once_per_up_and_for_the_load_tool() {
+    fn compose_builds_the_image_once_per_up_and_never_pulls_it() {
         let y = render(&topo(2), "topology.yaml", Target::Compose);
         assert_eq!(services_with(&y, "build: { context: ., dockerfile: Dockerfile }"), ["balancer", "load"]);
         assert_eq!(services_with(&y, "restart: unless-stopped"), ["balancer", "node", "big"]);
         assert_eq!(y.matches("image: scalelab:latest").count(), 4);
-        assert!(!y.contains("pull_policy"));
+        assert_eq!(y.matches("pull_policy: never").count(), 4);
         let stack = render(&topo(2), "topology.yaml", Target::Swarm);
-        assert!(!stack.contains("build:") && !stack.contains("restart:"));
+        assert!(!stack.contains("build:") && !stack.contains("restart:") && !stack.contains("pull_policy"));
     }
 
     #[test]
