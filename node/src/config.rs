@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use scalelab_topology::Workload;
+use scalelab_topology::{Distribution, Workload};
 
 /// Exit code of a worker that could not boot (bad environment, no inherited socket, no event
 /// loop). The primary does not respawn it: it would fail the same way, in a storm.
@@ -15,6 +15,11 @@ const ENV_NODE: &str = "SCALELAB_NODE";
 const ENV_WORKLOAD: &str = "SCALELAB_WORKLOAD";
 const ENV_GRACE_MS: &str = "SCALELAB_GRACE_MS";
 const ENV_LIFELINE_FD: &str = "SCALELAB_LIFELINE_FD";
+/// How connections reach the worker, in the topology's spelling (`shared`, `reuseport`,
+/// `round_robin`): it says what the descriptor at fd 3 is.
+const ENV_DISTRIBUTION: &str = "SCALELAB_DISTRIBUTION";
+/// The cgroup directories `/stats` reads (`:`-separated; empty for none).
+const ENV_CGROUPS: &str = "SCALELAB_CGROUPS";
 
 /// Every setting a worker runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +34,11 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Read end of the lifeline pipe; EOF means the primary is gone.
     pub lifeline_fd: i32,
+    /// How connections reach this worker: a listening socket at fd 3 (`shared`, `reuseport`)
+    /// or a Unix socket the primary hands connections over (`round_robin`).
+    pub distribution: Distribution,
+    /// The cgroup directories its CPU is accounted in (for `/stats`); empty when unknown.
+    pub cgroups: Vec<std::path::PathBuf>,
 }
 
 /// A missing or unparsable worker variable.
@@ -49,6 +59,8 @@ impl WorkerConfig {
             (ENV_WORKLOAD, serde_json::to_string(&self.workload).expect("a workload serializes")),
             (ENV_GRACE_MS, self.grace.as_millis().to_string()),
             (ENV_LIFELINE_FD, self.lifeline_fd.to_string()),
+            (ENV_DISTRIBUTION, self.distribution.as_str().to_string()),
+            (ENV_CGROUPS, self.cgroups.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")),
         ]
     }
 
@@ -79,6 +91,12 @@ impl WorkerConfig {
             value: workload,
             what: "workload (JSON)",
         })?;
+        let distribution = text(ENV_DISTRIBUTION)?;
+        let distribution = parse_distribution(&distribution).ok_or(ConfigError::Invalid {
+            name: ENV_DISTRIBUTION,
+            value: distribution,
+            what: "distribution (shared, reuseport or round_robin)",
+        })?;
         Ok(WorkerConfig {
             id: id as usize,
             node: text(ENV_NODE)?,
@@ -89,8 +107,21 @@ impl WorkerConfig {
                 value: lifeline_fd.to_string(),
                 what: "file descriptor",
             })?,
+            distribution,
+            cgroups: lookup(ENV_CGROUPS)
+                .unwrap_or_default()
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(std::path::PathBuf::from)
+                .collect(),
         })
     }
+}
+
+/// The [`Distribution`] spelled `text` (its YAML spelling, as [`Distribution::as_str`] writes it).
+fn parse_distribution(text: &str) -> Option<Distribution> {
+    use clap::ValueEnum;
+    Distribution::value_variants().iter().copied().find(|d| d.as_str() == text)
 }
 
 #[cfg(test)]
@@ -106,6 +137,8 @@ mod tests {
             workload: Workload::default(),
             grace: Duration::from_millis(5000),
             lifeline_fd: 4,
+            distribution: Distribution::RoundRobin,
+            cgroups: vec!["/sys/fs/cgroup/cpu/x".into(), "/sys/fs/cgroup/cpuacct/x".into()],
         }
     }
 
@@ -126,6 +159,20 @@ mod tests {
         env.insert(ENV_WORKLOAD, serde_json::to_string(&Workload::default()).unwrap());
         let err = WorkerConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
         assert!(err.to_string().contains("SCALELAB_NODE is not set"), "{err}");
+    }
+
+    #[test]
+    fn every_distribution_round_trips() {
+        use clap::ValueEnum;
+        for &distribution in Distribution::value_variants() {
+            let config = WorkerConfig { distribution, ..sample() };
+            let env: HashMap<_, _> = config.to_env().into_iter().collect();
+            assert_eq!(WorkerConfig::from_lookup(|k| env.get(k).cloned()).unwrap(), config);
+        }
+        let mut env: HashMap<_, _> = sample().to_env().into_iter().collect();
+        env.insert(ENV_DISTRIBUTION, "round-robin".into());
+        let err = WorkerConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("SCALELAB_DISTRIBUTION=\"round-robin\""), "{err}");
     }
 
     #[test]

@@ -1,12 +1,21 @@
 //! A prefork node in the style of Node.js `cluster`: one primary process supervises worker
-//! processes that all accept on one shared listening socket.
+//! processes that serve one port. `--distribution` says how connections reach them: all
+//! workers accept on one shared socket (`shared`), each on its own `SO_REUSEPORT` socket
+//! (`reuseport`), or the primary accepts and hands them out in turn (`round_robin`).
 //!
 //! # Layout
 //! - this file: the flags ([`NodeArgs`]) and the two entry points, [`run`] (the primary) and
 //!   [`run_worker`] (a worker, started by the primary as `scalelab worker`).
 //! - `config`: what a worker is told by its primary, and the environment variables that carry it.
-//! - `listener`: binding the shared socket in the primary, passing it as fd 3, taking it back in
-//!   the worker.
+//! - `front`: the node's front door per distribution mode: what the primary binds, what a
+//!   worker gets at fd 3, what changes when workers come and go.
+//! - `listener`: binding a listening socket in the primary, passing it as fd 3, taking it back
+//!   in the worker.
+//! - `reuseport`: the per-slot `SO_REUSEPORT` sockets and the BPF program that steers new
+//!   connections to running workers only.
+//! - `round_robin`: the primary's dispatcher: accept, hand each connection to the next worker.
+//! - `handoff`: the Unix socket between the primary and a round-robin worker (`SCM_RIGHTS`
+//!   out, acknowledgements back).
 //! - [`lifeline`]: how a child notices its supervisor is gone (parent-death signal and a pipe);
 //!   every supervisor in scalelab arms its children with [`lifeline::arm_parent_death_signal`].
 //! - `primary`: the supervisor, gunicorn-arbiter style: `spawn_worker`, `reap_workers`,
@@ -14,22 +23,29 @@
 //! - `signals`: the primary's signal intake; handlers only enqueue.
 //! - `backoff`: the respawn delay of a worker slot that keeps crashing right after it starts.
 //! - `watch`: applying the topology file's group (`workers`) and `workload` to this node.
-//! - `worker`: a worker's single-threaded runtime, its fair accept loop and graceful drain.
+//! - `worker`: a worker's single-threaded runtime, its accept (or receive) loop and graceful
+//!   drain.
 //! - `routes`: the HTTP endpoints (`/op1`, `/op2`, `/health`, `/info`).
 //! - `cpu_queue`: a worker's CPU: `/op2` burns one at a time in arrival order, a bounded
 //!   queue in front, and load shedding (503 + `Retry-After`) beyond it.
 //! - `cpu`: the thread CPU clock, and burning an exact amount of it for `/op2`.
+//! - `cgroup_stats`: the node's own CPU use and cap, from its cgroups, for `/stats`.
 //!
 //! Workers are never `fork()`ed from a process that runs tokio: the primary re-executes its own
 //! binary (`current_exe() worker`) with the settings in environment variables.
 
 mod backoff;
+mod cgroup_stats;
 mod config;
 mod cpu;
 mod cpu_queue;
+mod front;
+mod handoff;
 pub mod lifeline;
 mod listener;
 mod primary;
+mod reuseport;
+mod round_robin;
 mod routes;
 mod signals;
 mod watch;
@@ -40,7 +56,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use scalelab_topology::Workload;
+use clap::ValueEnum;
+use scalelab_topology::{Distribution, Workload};
 
 pub use config::EXIT_BOOT_FAILED;
 
@@ -72,6 +89,11 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 5000)]
     pub grace_ms: u64,
 
+    /// How connections reach the workers: one shared socket, one `SO_REUSEPORT` socket per
+    /// worker, or handed out in turn by the primary.
+    #[arg(long, value_enum, default_value_t = Distribution::Shared)]
+    pub distribution: Distribution,
+
     /// Topology file to watch: this node follows its group's `workers` and the `workload`.
     #[arg(long)]
     pub topology: Option<PathBuf>,
@@ -102,6 +124,7 @@ impl NodeArgs {
             listen,
             workers: 1,
             workload: Workload::default(),
+            distribution: Distribution::Shared,
             grace_ms: 5000,
             topology: None,
             group: None,
@@ -131,6 +154,11 @@ impl NodeArgs {
         flag("--max-cpu-ms", w.max_cpu_ms.to_string(), d.max_cpu_ms.to_string());
         flag("--max-queue", w.max_queue.to_string(), d.max_queue.to_string());
         flag("--grace-ms", self.grace_ms.to_string(), defaults.grace_ms.to_string());
+        flag(
+            "--distribution",
+            self.distribution.to_possible_value().expect("no variant is skipped").get_name().to_string(),
+            "shared".to_string(),
+        );
         if let Some(p) = &self.topology {
             args.extend(["--topology".to_string(), p.display().to_string()]);
         }
@@ -180,7 +208,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     for dir in &args.cgroup {
         join_cgroup(dir)?;
     }
-    let socket = listener::bind(args.listen).with_context(|| format!("--listen {}", args.listen))?;
+    let front = front::Front::bind(args.distribution, args.listen).with_context(|| {
+        let mode = args.distribution.to_possible_value().expect("no variant is skipped");
+        format!("--listen {} (--distribution {})", args.listen, mode.get_name())
+    })?;
     let lifeline = lifeline::Lifeline::new().context("creating the workers' lifeline pipe")?;
     let exe = std::env::current_exe().context("locating the scalelab binary to re-execute as workers")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -194,8 +225,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         workload: args.workload,
         grace: Duration::from_millis(args.grace_ms),
         topology: args.topology.clone().map(|path| watch::NodeWatch::new(path, args.group_name())),
-        socket,
+        front,
         lifeline,
+        cgroups: cgroup_stats::own_cgroups(&args.cgroup),
     })?;
     runtime.block_on(arbiter.run())
 }
@@ -237,6 +269,7 @@ mod tests {
         let mut args = NodeArgs::new("node-3", "127.0.0.1:8083".parse().unwrap());
         args.workers = 4;
         args.workload.max_queue = 7;
+        args.distribution = Distribution::RoundRobin;
         args.topology = Some("/tmp/t.yaml".into());
         args.group = Some("node".into());
         args.cgroup = vec!["/sys/fs/cgroup/cpu/x".into(), "/sys/fs/cgroup/cpuacct/x".into()];

@@ -1,8 +1,11 @@
-//! The node's one listening socket: bound by the primary, inherited by every worker as fd 3
-//! (the systemd `LISTEN_FDS` convention), accepted on by all of them (Node's `SCHED_NONE`).
+//! Listening sockets: bound by the primary, inherited by a worker as fd 3 (the systemd
+//! `LISTEN_FDS` convention).
 //!
-//! The primary never accepts; it only keeps the socket open, so connections queue in the
-//! kernel backlog while a worker restarts and none is refused.
+//! In `shared` distribution every worker gets the node's one socket and accepts on it (Node's
+//! `SCHED_NONE`); in `reuseport` each worker gets its slot's own socket (see `reuseport`). The
+//! primary never accepts on them; it only keeps them open, so connections queue in the kernel
+//! backlog while a worker restarts and none is refused. (In `round_robin` the primary accepts
+//! on the one socket itself; see `round_robin`.)
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +21,7 @@ pub const LISTEN_FD: RawFd = 3;
 
 /// Pending connections the kernel queues for the workers; covers a burst while every worker
 /// is busy burning `/op2` CPU.
-const BACKLOG: i32 = 1024;
+pub const BACKLOG: i32 = 1024;
 
 /// Binds and listens on `addr` (close-on-exec; workers get an explicit copy).
 pub fn bind(addr: SocketAddr) -> io::Result<Socket> {
@@ -47,11 +50,17 @@ pub fn pass_to_child(socket: &Socket, cmd: &mut Command) -> io::Result<FdMapping
 }
 
 /// Takes the inherited socket in a worker and registers it with the current tokio runtime.
-pub fn take_inherited() -> anyhow::Result<tokio::net::TcpListener> {
+/// With `reuse_port`, the socket must be an `SO_REUSEPORT` one (a slot's own socket).
+pub fn take_inherited(reuse_port: bool) -> anyhow::Result<tokio::net::TcpListener> {
     let std_listener = listenfd::ListenFd::from_env()
         .take_tcp_listener(0)
         .context("fd 3 is not a TCP listening socket")?
         .context("no inherited listening socket (LISTEN_FDS is not set)")?;
+    if reuse_port {
+        let set =
+            socket2::SockRef::from(&std_listener).reuse_port().context("reading SO_REUSEPORT of fd 3")?;
+        anyhow::ensure!(set, "fd 3 is not an SO_REUSEPORT socket, as reuseport distribution needs");
+    }
     // O_NONBLOCK is shared by every process holding the socket; all of them want it.
     std_listener.set_nonblocking(true).context("making the inherited socket non-blocking")?;
     tokio::net::TcpListener::from_std(std_listener).context("registering the inherited socket")

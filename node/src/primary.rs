@@ -1,12 +1,14 @@
-//! The primary process: it owns the listening socket and supervises the workers, in the manner
-//! of gunicorn's arbiter. Its verbs are the architecture:
-//! - `spawn_worker`: re-exec this binary as `scalelab worker` with the socket at fd 3;
+//! The primary process: it owns the node's front door (see `front`) and supervises the workers,
+//! in the manner of gunicorn's arbiter. Its verbs are the architecture:
+//! - `spawn_worker`: re-exec this binary as `scalelab worker` with its door at fd 3;
 //! - `reap_workers`: collect exited workers (`try_wait`) and decide whether they are missed;
 //! - `kill_worker`: signal one worker (SIGTERM to drain it, SIGKILL past its deadline);
 //! - `manage_workers`: reconcile the wanted worker count against the live workers.
 //!
 //! One select loop drives them: signals only enqueue (see `signals`), a tick reaps, polls the
 //! topology and reconciles. Stopping is SIGTERM to all, then SIGKILL at the grace deadline.
+//! Whenever the set of running workers changes the front is told (`sync_front`), before any
+//! signal goes out: a worker told to stop is given no new connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,13 +21,12 @@ use anyhow::Context;
 use command_fds::CommandFdExt;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use socket2::Socket;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::backoff::Backoff;
 use crate::config::{WorkerConfig, EXIT_BOOT_FAILED};
+use crate::front::{Front, Member};
 use crate::lifeline::{self, Lifeline, LIFELINE_FD};
-use crate::listener;
 use crate::signals::{self, Sig};
 use crate::watch::NodeWatch;
 use scalelab_topology::Workload;
@@ -52,9 +53,11 @@ pub struct Settings {
     /// Drain deadline of a stopping worker.
     pub grace: Duration,
     pub topology: Option<NodeWatch>,
-    /// The bound, listening socket the workers share.
-    pub socket: Socket,
+    /// How connections reach the workers: bound, not yet started.
+    pub front: Front,
     pub lifeline: Lifeline,
+    /// Where the node's CPU is accounted, for the workers' `/stats`.
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// Where a worker is in its life.
@@ -95,7 +98,7 @@ pub struct Arbiter {
     addr: SocketAddr,
     /// Held for the node's whole life, even while no worker runs, so connections wait in the
     /// backlog during a respawn instead of being refused.
-    socket: Socket,
+    front: Front,
     lifeline: Lifeline,
     grace: Duration,
     /// What workers are started with; an edit bumps `generation` and rolls them.
@@ -110,18 +113,21 @@ pub struct Arbiter {
     next_topology_poll: Instant,
     /// Set when a worker failed to boot: respawning it would only fail again.
     halt: Option<String>,
+    /// Where the node's CPU is accounted, passed to each worker for `/stats`.
+    cgroups: Vec<PathBuf>,
 }
 
 impl Arbiter {
-    /// A primary that will supervise workers on `settings.socket`.
+    /// A primary that will supervise workers behind `settings.front`.
     pub fn new(settings: Settings) -> anyhow::Result<Arbiter> {
-        let addr = listener::local_addr(&settings.socket).context("reading the bound address")?;
+        let addr = settings.front.local_addr().context("reading the bound address")?;
         Ok(Arbiter {
             exe: settings.exe,
             name: settings.name,
             addr,
-            socket: settings.socket,
+            front: settings.front,
             lifeline: settings.lifeline,
+            cgroups: settings.cgroups,
             grace: settings.grace,
             workload: settings.workload,
             generation: 0,
@@ -138,9 +144,16 @@ impl Arbiter {
     /// worker fails to boot (then stops the others and returns the reason).
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut sig_rx = signals::install()?;
+        self.front.start().context("starting the round-robin dispatcher")?;
         self.poll_topology();
         self.manage_workers();
-        tracing::info!("node {} listening on {} with {} workers", self.name, self.addr, self.desired);
+        tracing::info!(
+            "node {} listening on {} with {} workers ({} distribution)",
+            self.name,
+            self.addr,
+            self.desired,
+            self.front.distribution().as_str()
+        );
 
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,8 +245,8 @@ impl Arbiter {
         }
     }
 
-    /// Starts worker `id`: this binary again, as `scalelab worker`, with the shared socket at
-    /// fd 3, the lifeline at fd 4 and its settings in the environment.
+    /// Starts worker `id`: this binary again, as `scalelab worker`, with its door (listening
+    /// socket or handoff) at fd 3, the lifeline at fd 4 and its settings in the environment.
     fn spawn_worker(&mut self, id: usize) -> anyhow::Result<()> {
         let config = WorkerConfig {
             id,
@@ -241,18 +254,20 @@ impl Arbiter {
             workload: self.workload,
             grace: self.grace,
             lifeline_fd: LIFELINE_FD,
+            distribution: self.front.distribution(),
+            cgroups: self.cgroups.clone(),
         };
         let mut cmd = Command::new(&self.exe);
         cmd.arg("worker").envs(config.to_env()).stdin(Stdio::null());
-        let fds = vec![
-            listener::pass_to_child(&self.socket, &mut cmd).context("duplicating the listening socket")?,
-            self.lifeline.pass_to_child().context("duplicating the lifeline")?,
-        ];
+        let (door, handoff) = self.front.door(id, &mut cmd).context("preparing the worker's fd 3")?;
+        let fds = vec![door, self.lifeline.pass_to_child().context("duplicating the lifeline")?];
         cmd.fd_mappings(fds).context("mapping the worker's descriptors")?;
         lifeline::arm_parent_death_signal(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("starting {} worker", self.exe.display()))?;
+        drop(cmd); // closes the primary's duplicates of the worker's descriptors
         let pid = child.id();
         tracing::info!(pid, "spawned worker {id}");
+        self.front.opened(id, pid, handoff);
         self.workers.push(Worker {
             id,
             pid,
@@ -261,8 +276,18 @@ impl Arbiter {
             generation: self.generation,
             state: State::Running,
         });
+        self.sync_front();
         Ok(())
-        // `cmd` drops here, closing the primary's duplicates of the two descriptors.
+    }
+
+    /// Tells the front which workers run now (see `front::Front::sync`).
+    fn sync_front(&mut self) {
+        let members: Vec<Member> = self
+            .workers
+            .iter()
+            .map(|w| Member { id: w.id, pid: w.pid, running: w.state == State::Running })
+            .collect();
+        self.front.sync(&members, self.desired);
     }
 
     /// Spawns worker `id`; a failure is logged and backs the slot off like a quick crash.
@@ -281,6 +306,7 @@ impl Arbiter {
     /// respawned by `manage_workers` after its backoff, unless it failed to boot.
     fn reap_workers(&mut self) {
         let now = Instant::now();
+        let mut reaped = false;
         let mut i = 0;
         while i < self.workers.len() {
             match self.workers[i].child.try_wait() {
@@ -288,6 +314,7 @@ impl Arbiter {
                 Ok(Some(status)) => {
                     let worker = self.workers.remove(i);
                     self.on_exit(worker, status, now);
+                    reaped = true;
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -298,6 +325,9 @@ impl Arbiter {
                     i += 1;
                 }
             }
+        }
+        if reaped {
+            self.sync_front();
         }
     }
 
@@ -329,15 +359,17 @@ impl Arbiter {
     }
 
     /// Sends `sig` to the worker at `index`; SIGTERM starts its grace period, SIGKILL ends it.
+    /// The front stops giving it connections first.
     fn kill_worker(&mut self, index: usize, sig: Signal) {
-        let w = &mut self.workers[index];
-        if let Err(e) = kill(Pid::from_raw(w.pid as i32), sig) {
-            tracing::warn!(worker = w.id, pid = w.pid, "cannot send {sig} to worker: {e}");
-        }
-        w.state = match sig {
+        self.workers[index].state = match sig {
             Signal::SIGKILL => State::Killed,
             _ => State::Stopping { deadline: Instant::now() + self.grace },
         };
+        self.sync_front();
+        let w = &self.workers[index];
+        if let Err(e) = kill(Pid::from_raw(w.pid as i32), sig) {
+            tracing::warn!(worker = w.id, pid = w.pid, "cannot send {sig} to worker: {e}");
+        }
     }
 
     /// Reconciles the live workers with the wanted count, replaces outdated workers one at a

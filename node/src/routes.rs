@@ -6,7 +6,9 @@
 //! | `GET /op2`   | burns `op2_cpu_ms` of thread CPU (`?cpu_ms=N` overrides, capped);  |
 //! |              | 503 + `Retry-After` when `max_queue` requests already wait     |
 //! | `GET /health`| `{"status":"ok"}`                                               |
-//! | `GET /info`  | node, worker, pid, uptime, requests served and shed, queue, XFF  |
+//! | `GET /stats` | the node's CPU used (µs) and cap (cores), from its cgroups       |
+//! | `GET /info`  | node, worker, pid, uptime, requests served and shed, queue, XFF, |
+//! |              | the node's distribution                                          |
 //!
 //! Handlers run on the worker's only thread, so `/op2` blocks the whole worker while it burns:
 //! that is the Node.js event-loop lesson the lab is about.
@@ -18,9 +20,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use scalelab_topology::Workload;
+use scalelab_topology::{Distribution, Workload};
 use serde_json::json;
 
+use crate::cgroup_stats;
 use crate::config::WorkerConfig;
 use crate::cpu_queue::{CpuQueue, Refused};
 
@@ -44,8 +47,12 @@ pub struct App {
     worker: usize,
     pid: u32,
     workload: Workload,
+    /// How connections reach this node's workers (reported by `/info`).
+    distribution: Distribution,
     /// This worker's CPU: `/op2` burns queue here.
     cpu: CpuQueue,
+    /// The node's cgroups, for `/stats`.
+    cgroups: Vec<std::path::PathBuf>,
     started: Instant,
     /// Requests answered by this worker (any route, any status).
     served: AtomicU64,
@@ -74,6 +81,8 @@ impl App {
             worker: config.id,
             pid,
             workload: config.workload,
+            distribution: config.distribution,
+            cgroups: config.cgroups.clone(),
             cpu,
             started: Instant::now(),
             served: AtomicU64::new(0),
@@ -90,7 +99,7 @@ impl App {
     pub async fn handle<B>(&self, req: &Request<B>) -> HttpResponse {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let route = req.uri().path();
-        let known = matches!(route, "/op1" | "/op2" | "/health" | "/info");
+        let known = matches!(route, "/op1" | "/op2" | "/health" | "/info" | "/stats");
         let mut resp = if let Some(why) = ambiguous_authority(req) {
             self.json(StatusCode::BAD_REQUEST, json!({ "error": why }))
         } else if !known {
@@ -107,6 +116,14 @@ impl App {
                 "/op1" => self.json(StatusCode::OK, self.identity_json()),
                 "/op2" => self.op2(req.uri().query()).await,
                 "/health" => self.json(StatusCode::OK, json!({ "status": "ok" })),
+                "/stats" => self.json(
+                    StatusCode::OK,
+                    json!({
+                        "node": self.node,
+                        "cpu_used_us": cgroup_stats::cpu_used(&self.cgroups).map(|d| d.as_micros() as u64),
+                        "cpu_cap": cgroup_stats::cpu_cap(&self.cgroups),
+                    }),
+                ),
                 _ => self.json(
                     StatusCode::OK,
                     json!({
@@ -120,6 +137,7 @@ impl App {
                         "op2_cpu_ms": self.workload.op2_cpu_ms,
                         "max_cpu_ms": self.workload.max_cpu_ms,
                         "max_queue": self.workload.max_queue,
+                        "distribution": self.distribution.as_str(),
                         // What a proxy in front said about the client (the balancer appends it).
                         "forwarded_for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
                         // The Host this request carried (the balancer sets one if the client did not).
@@ -225,6 +243,8 @@ mod tests {
             workload: Workload { op2_cpu_ms: 3, max_cpu_ms: 100, max_queue: 4 },
             grace: Duration::from_secs(1),
             lifeline_fd: 4,
+            distribution: Distribution::Shared,
+            cgroups: Vec::new(),
         }
     }
 
@@ -285,6 +305,7 @@ mod tests {
             assert_eq!(info["requests"], 8);
             assert_eq!(info["worker"], 2);
             assert_eq!(info["max_queue"], 4);
+            assert_eq!(info["distribution"], "shared");
         });
     }
 

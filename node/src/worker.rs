@@ -1,5 +1,6 @@
 //! A worker process: one single-threaded event loop (like a Node.js worker), a fair accept
-//! loop on the inherited socket, and a graceful drain when told to stop.
+//! loop on the inherited socket (or a receive loop on the primary's handoff, in round-robin
+//! distribution), and a graceful drain when told to stop.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,16 +11,29 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use scalelab_topology::Distribution;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{WorkerConfig, EXIT_BOOT_FAILED};
 use crate::cpu_queue::{Burner, CpuQueue};
+use crate::handoff::Receiver;
 use crate::routes::App;
 use crate::{lifeline, listener};
 
 /// A client that has not sent its request head by then is dropped (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a worker's connections come from.
+#[derive(Debug)]
+pub enum Incoming {
+    /// The node's one listening socket (`shared`), every worker accepting on it.
+    Shared(TcpListener),
+    /// This worker's slot's own `SO_REUSEPORT` socket (`reuseport`).
+    Own(TcpListener),
+    /// The primary's handoff (`round_robin`).
+    Handoff(Receiver),
+}
 
 /// Boots the worker from its environment and serves until told to stop. Boot failures exit
 /// the process with [`EXIT_BOOT_FAILED`].
@@ -27,7 +41,7 @@ pub fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let booted =
         runtime.context("building the worker's event loop").and_then(|rt| boot(&rt).map(|parts| (rt, parts)));
-    let (runtime, (config, listener, app, burner, stop)) = match booted {
+    let (runtime, (config, incoming, app, burner, stop)) = match booted {
         Ok(parts) => parts,
         Err(e) => {
             tracing::error!("worker failed to boot: {e:#}");
@@ -39,23 +53,28 @@ pub fn main() -> anyhow::Result<()> {
     tracing::info!("worker serving");
     runtime.block_on(async {
         tokio::spawn(burner.run());
-        serve(listener, app, stop, config.grace).await
+        serve(incoming, app, stop, config.grace).await
     });
     tracing::info!("worker exiting");
     Ok(())
 }
 
-type Booted = (WorkerConfig, TcpListener, Arc<App>, Burner, std::pin::Pin<Box<dyn Future<Output = ()>>>);
+type Booted = (WorkerConfig, Incoming, Arc<App>, Burner, std::pin::Pin<Box<dyn Future<Output = ()>>>);
 
-/// Everything that can fail before serving: config, socket, signal handlers, lifeline.
+/// Everything that can fail before serving: config, fd 3 (of the kind the distribution
+/// needs), signal handlers, lifeline.
 fn boot(rt: &tokio::runtime::Runtime) -> anyhow::Result<Booted> {
     let config = WorkerConfig::from_env()?;
     let _guard = rt.enter();
-    let listener = listener::take_inherited()?;
+    let incoming = match config.distribution {
+        Distribution::Shared => Incoming::Shared(listener::take_inherited(false)?),
+        Distribution::Reuseport => Incoming::Own(listener::take_inherited(true)?),
+        Distribution::RoundRobin => Incoming::Handoff(Receiver::take_inherited()?),
+    };
     let (cpu, burner) = CpuQueue::new(config.workload.max_queue);
     let app = Arc::new(App::new(&config, std::process::id(), cpu)?);
     let stop = stop_requested(config.lifeline_fd)?;
-    Ok((config, listener, app, burner, Box::pin(stop)))
+    Ok((config, incoming, app, burner, Box::pin(stop)))
 }
 
 /// Resolves on SIGTERM, SIGINT or when the primary is gone. Handlers are installed now, so a
@@ -75,16 +94,60 @@ fn stop_requested(lifeline_fd: i32) -> anyhow::Result<impl Future<Output = ()>> 
     })
 }
 
-/// Serves HTTP/1 on `listener` until `stop` resolves, then stops accepting and lets in-flight
-/// requests finish for at most `grace`.
+/// Serves HTTP/1 on the connections from `incoming` until `stop` resolves, then stops taking
+/// new ones and lets in-flight requests finish for at most `grace`.
+pub async fn serve(incoming: Incoming, app: Arc<App>, stop: impl Future<Output = ()>, grace: Duration) {
+    let conns = Connections::new(app);
+    match incoming {
+        Incoming::Shared(listener) => {
+            accept_until(&listener, &conns, stop).await;
+            // Closing our copy of the socket stops this worker's accepts; queued connections
+            // stay in the backlog for the other workers (the primary still holds the socket).
+            drop(listener);
+        }
+        Incoming::Own(listener) => {
+            accept_until(&listener, &conns, stop).await;
+            // No sibling accepts on this socket: what is queued on it now would wait for this
+            // slot's next worker, or be reset if the slot is being removed (then the primary
+            // already sends new connections elsewhere, see `reuseport`, and this is the last
+            // of them). Take it and serve it while draining.
+            let taken = take_queued(listener, &conns);
+            if taken > 0 {
+                tracing::info!(connections = taken, "took the connections queued on this worker's socket");
+            }
+        }
+        Incoming::Handoff(receiver) => {
+            receive_until(&receiver, &conns, stop).await;
+            // Connections sent before the primary learnt this worker stops: take them, then
+            // close the handoff, so whatever the primary sends later comes back to it.
+            match receiver.take_queued().await {
+                Ok(last) => last.into_iter().for_each(|conn| conns.serve_std(conn)),
+                Err(e) => tracing::warn!(error = %e, "reading the handoff one last time failed"),
+            }
+            drop(receiver);
+        }
+    }
+    // hyper's graceful shutdown closes at once a connection it has not read a byte from. Let
+    // every connection read what already arrived (the runtime polls its I/O and runs the
+    // woken and the new connection tasks before this one resumes), so a request accepted or
+    // taken just before the stop, or unread because the worker was busy, is served. Only a
+    // connection whose client has sent nothing yet is closed.
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    let open = conns.graceful.count();
+    match tokio::time::timeout(grace, conns.graceful.shutdown()).await {
+        Ok(()) => tracing::info!(connections = open, "worker drained"),
+        Err(_) => tracing::warn!(?grace, "grace deadline passed with connections still open"),
+    }
+}
+
+/// Accepts on `listener` until `stop` resolves.
 ///
-/// Fairness: all workers race to accept on the same socket. A worker that accepted a
-/// connection yields before accepting again, so the new connection's request is read and
-/// answered first; a worker therefore never drains the whole backlog while its siblings idle.
-pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Output = ()>, grace: Duration) {
-    let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+/// Fairness: in `shared` distribution all workers race to accept on the same socket. A worker
+/// that accepted a connection yields before accepting again, so the new connection's request
+/// is read and answered first; a worker therefore never drains the whole backlog while its
+/// siblings idle.
+async fn accept_until(listener: &TcpListener, conns: &Connections, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -92,17 +155,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let app = Arc::clone(&app);
-                    let service = service_fn(move |req| {
-                        let app = Arc::clone(&app);
-                        async move { Ok::<_, std::convert::Infallible>(app.handle(&req).await) }
-                    });
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
+                    conns.serve(stream, peer);
                     tokio::task::yield_now().await;
                 }
                 Err(e) => {
@@ -115,13 +168,103 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
             },
         }
     }
-    // Closing our copy of the socket stops this worker's accepts; queued connections stay in
-    // the backlog for the other workers (the primary still holds the socket).
-    drop(listener);
-    let open = graceful.count();
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => tracing::info!(connections = open, "worker drained"),
-        Err(_) => tracing::warn!(?grace, "grace deadline passed with connections still open"),
+}
+
+/// Accepts whatever is queued on `listener` without waiting (at most a full backlog); returns
+/// how many.
+fn take_queued(listener: TcpListener, conns: &Connections) -> usize {
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the queued connections");
+            return 0;
+        }
+    };
+    let mut taken = 0;
+    while taken < listener::BACKLOG as usize {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                conns.serve_std(stream);
+                taken += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting the queued connections failed");
+                break;
+            }
+        }
+    }
+    taken
+}
+
+/// Receives connections from the primary until `stop` resolves or the primary closes the
+/// handoff.
+async fn receive_until(receiver: &Receiver, conns: &Connections, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            received = receiver.next() => match received {
+                Ok(Some(batch)) => batch.into_iter().for_each(|conn| conns.serve_std(conn)),
+                Ok(None) => {
+                    tracing::info!("the primary closed the handoff");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving connections failed");
+                    if !is_resource_exhaustion(&e) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Serves connections with the worker's app, watched for the graceful drain: the same hyper
+/// path whichever way a connection arrived.
+struct Connections {
+    app: Arc<App>,
+    http: http1::Builder,
+    graceful: GracefulShutdown,
+}
+
+impl Connections {
+    fn new(app: Arc<App>) -> Connections {
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+        Connections { app, http, graceful: GracefulShutdown::new() }
+    }
+
+    /// Serves a connection that came as a std socket (accepted without tokio, or received).
+    fn serve_std(&self, stream: std::net::TcpStream) {
+        let registered = stream.set_nonblocking(true).and_then(|()| {
+            let peer = stream.peer_addr()?;
+            Ok((TcpStream::from_std(stream)?, peer))
+        });
+        match registered {
+            Ok((stream, peer)) => self.serve(stream, peer),
+            // Most likely the client already gave up (ENOTCONN): nothing to serve.
+            Err(e) => tracing::debug!(error = %e, "dropping a connection that cannot be served"),
+        }
+    }
+
+    /// Serves `stream` on its own task.
+    fn serve(&self, stream: TcpStream, peer: std::net::SocketAddr) {
+        let app = Arc::clone(&self.app);
+        let service = service_fn(move |req| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, std::convert::Infallible>(app.handle(&req).await) }
+        });
+        let conn = self.graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
     }
 }
 
