@@ -8,10 +8,12 @@
 //! - [`validate`]: the rules a parsed topology must satisfy beyond its types.
 //! - [`limits`]: every bound those rules hold a topology to.
 //! - [`watch`]: `TopologyWatch`, polling the file for edits.
+//! - [`diff`]: what changed between two topologies, in words.
 //!
 //! Parsing is two steps, as in `Topology::from_yaml`: serde builds the types (syntax, unknown
 //! fields, wrong types), then `validate` checks what types cannot say (workers 0, port clashes).
 
+pub mod diff;
 pub mod error;
 pub mod limits;
 pub mod model;
@@ -21,7 +23,7 @@ pub mod watch;
 
 pub use error::{Problem, TopologyError};
 pub use model::{
-    Algorithm, BackendTarget, BalancerConfig, DiscoveryMode, HealthCheckConfig, NodeGroup, Replica, Topology,
-    Workload,
+    Algorithm, BackendTarget, BalancerConfig, DiscoveryMode, Distribution, HealthCheckConfig, NodeGroup,
+    Replica, Topology, UpstreamConfig, Workload,
 };
 pub use watch::TopologyWatch;

@@ -27,6 +27,10 @@ pub const MAX_HEALTH_STREAK: usize = 100;
 pub const HEADER_TIMEOUT_MS: (u64, u64) = (100, 300_000);
 /// Client keep-alive (idle) timeout bounds, ms: from 100 ms to 10 minutes.
 pub const KEEPALIVE_TIMEOUT_MS: (u64, u64) = (100, 600_000);
+/// Idle upstream connections the balancer may keep per thread, at most.
+pub const MAX_POOL_SIZE: usize = 10_000;
+/// The longest upstream connection age before it is no longer reused, ms (1 hour).
+pub const MAX_UPSTREAM_AGE_MS: u64 = 3_600_000;
 /// Concurrent client connections the balancer may hold, at most.
 pub const MAX_CONNECTIONS: usize = 100_000;
 /// The largest CPU cost of one `/op2` request (`max_cpu_ms`), ms. A worker burns it without

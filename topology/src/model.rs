@@ -49,24 +49,91 @@ pub struct BalancerConfig {
     /// balancer may lower it to fit its file-descriptor limit, and says so).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections to the nodes.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
 }
 
 /// How the balancer picks a backend among the healthy ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
+    /// In turn.
     #[default]
     RoundRobin,
+    /// At random.
     Random,
+    /// The backend with the fewest requests in flight.
+    LeastConn,
+    /// Power of two random choices: of two backends drawn at random, the one with fewer
+    /// requests in flight.
+    P2c,
+    /// Peak-EWMA (Finagle, linkerd): the lowest moving average of latency, peak-sensitive,
+    /// weighted by requests in flight.
+    PeakEwma,
 }
 
 impl Algorithm {
+    /// Every algorithm, in the order the docs list them.
+    pub const ALL: [Algorithm; 5] =
+        [Algorithm::RoundRobin, Algorithm::Random, Algorithm::LeastConn, Algorithm::P2c, Algorithm::PeakEwma];
+
     /// The YAML spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::RoundRobin => "round_robin",
             Algorithm::Random => "random",
+            Algorithm::LeastConn => "least_conn",
+            Algorithm::P2c => "p2c",
+            Algorithm::PeakEwma => "peak_ewma",
         }
+    }
+}
+
+/// How a node spreads connections over its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    /// Every worker accepts on one shared socket; the kernel wakes one of them per connection
+    /// (Node.js `SCHED_NONE`, gunicorn, nginx without `reuseport`).
+    #[default]
+    Shared,
+    /// Each worker has its own `SO_REUSEPORT` socket on the same port; the kernel hashes each
+    /// connection to one of them.
+    Reuseport,
+    /// The primary accepts and hands each connection to the next worker in turn over a Unix
+    /// socket (Node.js `SCHED_RR`).
+    RoundRobin,
+}
+
+impl Distribution {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distribution::Shared => "shared",
+            Distribution::Reuseport => "reuseport",
+            Distribution::RoundRobin => "round_robin",
+        }
+    }
+}
+
+/// The balancer's connections to the nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Idle connections kept open per balancer thread, over all nodes.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// A connection is not reused once it is this old, ms (0: no limit). Workers a node gains
+    /// in a live resize get traffic only on new connections; this bounds how long that takes.
+    #[serde(default = "default_max_age_ms")]
+    pub max_age_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig { pool_size: default_pool_size(), max_age_ms: default_max_age_ms() }
     }
 }
 
@@ -171,6 +238,13 @@ pub struct NodeGroup {
     /// First port: natively replica `i` listens on `port + i - 1`; in containers every
     /// replica listens on `port`.
     pub port: u16,
+    /// How each node spreads connections over its workers.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub distribution: Distribution,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// One node process as the lab runs it natively.
@@ -185,6 +259,7 @@ pub struct Replica {
     pub listen: SocketAddr,
     pub workers: usize,
     pub cpus: Option<f64>,
+    pub distribution: Distribution,
 }
 
 /// How the balancer turns node groups into backend addresses.
@@ -304,6 +379,7 @@ impl Topology {
                     listen: SocketAddr::new(NODE_HOST, g.port + (i as u16 - 1)),
                     workers: g.workers,
                     cpus: g.cpus,
+                    distribution: g.distribution,
                 })
             })
             .collect()
@@ -326,6 +402,24 @@ impl Topology {
                 })
                 .collect(),
         }
+    }
+
+    /// Cores the lab can burn at once on a machine of `cores`: min(Σ over nodes of
+    /// min(workers, cpus), cores). A worker is single-threaded (one core at most); a node uses
+    /// at most its cap; the lab at most the machine.
+    pub fn usable_cores(&self, cores: usize) -> f64 {
+        let nodes: f64 = self
+            .nodes
+            .iter()
+            .map(|g| g.replicas as f64 * g.cpus.map_or(g.workers as f64, |c| c.min(g.workers as f64)))
+            .sum();
+        nodes.min(cores as f64)
+    }
+
+    /// The lab's theoretical `/op2` capacity on a machine of `cores`, req/s:
+    /// [`usable_cores`](Topology::usable_cores) × 1000 / `op2_cpu_ms`.
+    pub fn op2_capacity(&self, cores: usize) -> f64 {
+        self.usable_cores(cores) * 1000.0 / self.workload.op2_cpu_ms.max(1) as f64
     }
 
     /// Total workers over all replicas.
@@ -407,6 +501,12 @@ fn default_keepalive_timeout_ms() -> u64 {
 }
 fn default_max_connections() -> usize {
     4096
+}
+fn default_pool_size() -> usize {
+    128
+}
+fn default_max_age_ms() -> u64 {
+    5000
 }
 
 #[cfg(test)]

@@ -70,6 +70,18 @@ fn check_balancer(t: &Topology, out: &mut Problems) {
     out.require((1..=MAX_CONNECTIONS).contains(&b.max_connections), "balancer.max_connections", || {
         format!("expected 1 to {MAX_CONNECTIONS} connections, found {}", b.max_connections)
     });
+    out.in_range(
+        b.upstream.pool_size as u64,
+        (0, MAX_POOL_SIZE as u64),
+        "balancer.upstream.pool_size",
+        "connections",
+    );
+    let age = b.upstream.max_age_ms;
+    out.require(
+        age == 0 || (100..=MAX_UPSTREAM_AGE_MS).contains(&age),
+        "balancer.upstream.max_age_ms",
+        || format!("expected 0 (no limit) or 100 to {MAX_UPSTREAM_AGE_MS} ms, found {age}"),
+    );
     let hc = &b.health_check;
     if let Err(why) = check_health_path(&hc.path) {
         out.add("balancer.health_check.path".into(), format!("expected {why}, found {:?}", hc.path));
