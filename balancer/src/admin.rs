@@ -1,5 +1,12 @@
-//! The admin listener: `GET /metrics` (Prometheus text) and `GET /state` (the
-//! [`StateReport`] JSON), served by hyper on a socket of its own, beside the proxy.
+//! The admin listener, served by hyper on a socket of its own, beside the proxy:
+//!
+//! | path          | what                                                             |
+//! |---------------|------------------------------------------------------------------|
+//! | `/`           | the live dashboard (its script, styles and uPlot are embedded)   |
+//! | `/events`     | the live samples as server-sent events, about one a second       |
+//! | `/live`       | the latest live sample (JSON)                                    |
+//! | `/metrics`    | Prometheus text                                                  |
+//! | `/state`      | the [`StateReport`] JSON                                         |
 //!
 //! It is read-only and answers like a careful HTTP server: GET and HEAD only (others get 405
 //! with `Allow`), 404 for unknown paths, 400 for malformed requests (hyper's parser), a header
@@ -13,8 +20,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,6 +34,7 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::LoadBalancer;
 use tokio::sync::Semaphore;
 
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::state::Roster;
 use crate::status::{BackendState, Settings, StateReport};
@@ -35,14 +46,28 @@ const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What `Allow` says on a 405.
 const ALLOWED: &str = "GET, HEAD";
 
-/// The response type of every admin route.
-pub type AdminResponse = Response<Full<Bytes>>;
+/// The response type of every admin route: a whole body, or the event stream.
+pub type AdminResponse = Response<UnsyncBoxBody<Bytes, Infallible>>;
+
+/// The dashboard's files, embedded: no CDN and no build step at run time.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/", "text/html; charset=utf-8", include_str!("../dashboard/index.html")),
+    ("/dashboard.js", "text/javascript; charset=utf-8", include_str!("../dashboard/dashboard.js")),
+    ("/dashboard.css", "text/css; charset=utf-8", include_str!("../dashboard/dashboard.css")),
+    (
+        "/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../dashboard/vendor/uPlot.iife.min.js"),
+    ),
+    ("/uPlot.min.css", "text/css; charset=utf-8", include_str!("../dashboard/vendor/uPlot.min.css")),
+];
 
 /// The admin app over the proxy's load balancer, roster and metrics.
 pub struct AdminApp<S: BackendSelection> {
     lb: Arc<LoadBalancer<S>>,
     roster: Arc<Roster>,
     metrics: Arc<Metrics>,
+    live: Arc<Live>,
     settings: Settings,
 }
 
@@ -56,20 +81,22 @@ where
         lb: Arc<LoadBalancer<S>>,
         roster: Arc<Roster>,
         metrics: Arc<Metrics>,
+        live: Arc<Live>,
         settings: Settings,
     ) -> Self {
-        AdminApp { lb, roster, metrics, settings }
+        AdminApp { lb, roster, metrics, live, settings }
     }
 
     /// Answers one request.
     pub fn handle<B>(&self, req: &Request<B>) -> AdminResponse {
         let path = req.uri().path();
-        let known = matches!(path, "/metrics" | "/state");
+        let asset = ASSETS.iter().find(|(p, _, _)| *p == path);
+        let known = asset.is_some() || matches!(path, "/metrics" | "/state" | "/events" | "/live");
         if !known {
             return reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; try /metrics or /state\n".to_vec(),
+                b"not found; try / (the dashboard), /metrics or /state\n".to_vec(),
             );
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -81,27 +108,52 @@ where
             r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOWED));
             return r;
         }
+        if let Some((_, content_type, body)) = asset {
+            return reply(StatusCode::OK, content_type, body.as_bytes().to_vec());
+        }
         match path {
             "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics_text()),
+            "/live" => reply(StatusCode::OK, "application/json", self.live.latest().as_bytes().to_vec()),
+            "/events" => self.events(),
             _ => reply(StatusCode::OK, "application/json", self.state_json()),
         }
+    }
+
+    /// The live samples as server-sent events: the latest at once, then each new one.
+    fn events(&self) -> AdminResponse {
+        let rx = self.live.subscribe();
+        let stream = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
+            if !first && rx.changed().await.is_err() {
+                return None; // the balancer is stopping
+            }
+            let data = rx.borrow_and_update().clone();
+            let event = Bytes::from(format!("retry: 2000\ndata: {data}\n\n"));
+            Some((Ok::<_, Infallible>(Frame::data(event)), (rx, false)))
+        });
+        let mut response = Response::new(StreamBody::new(stream.boxed()).boxed_unsync());
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response
     }
 
     /// `/metrics`: the health gauge is refreshed from the load balancer first, so departed
     /// backends disappear from it.
     fn metrics_text(&self) -> Vec<u8> {
         self.metrics.backend_healthy.reset();
+        self.metrics.in_flight.reset();
         let backends = self.lb.backends();
         for backend in backends.get_backend().iter() {
             let Some(addr) = backend.addr.as_inet() else {
                 continue;
             };
-            let name = self.roster.get(addr).map(|e| e.name.clone()).unwrap_or_default();
+            let entry = self.roster.get(addr);
+            let name = entry.as_ref().map(|e| e.name.clone()).unwrap_or_default();
             let addr = addr.to_string();
-            self.metrics
-                .backend_healthy
-                .with_label_values(&[addr.as_str(), name.as_str()])
-                .set(i64::from(backends.ready(backend)));
+            let labels = [addr.as_str(), name.as_str()];
+            self.metrics.backend_healthy.with_label_values(&labels).set(i64::from(backends.ready(backend)));
+            let in_flight = entry.map_or(0, |e| e.in_flight() as i64);
+            self.metrics.in_flight.with_label_values(&labels).set(in_flight);
         }
         self.metrics.encode()
     }
@@ -140,7 +192,7 @@ where
 
 /// A complete response with its type and length.
 fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> AdminResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response

@@ -21,6 +21,7 @@ use pingora_load_balancing::Backend;
 use scalelab_topology::{BackendTarget, DiscoveryMode, Topology, TopologyWatch};
 use tokio::task::JoinSet;
 
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::state::Roster;
 
@@ -106,27 +107,48 @@ async fn resolve_all(targets: Vec<BackendTarget>) -> Vec<(SocketAddr, String)> {
 }
 
 /// Polls the topology file and publishes each valid edit; an invalid edit is logged with its
-/// problems and the last good topology stays in force.
+/// problems and the last good topology stays in force. Both are noted for the dashboard, as
+/// is an edit rejected upstream: a supervisor that publishes only valid topologies (`scalelab
+/// up`) writes why it refused one to `rejected.txt` beside the file.
 pub struct TopologyWatcher {
     /// Behind a mutex only because `BackgroundService::start` takes `&self`; one task uses it.
-    watch: Mutex<TopologyWatch>,
+    watch: Mutex<Watched>,
     topology: Arc<ArcSwap<Topology>>,
+    live: Arc<Live>,
+}
+
+/// The file and its rejection note, as last seen.
+struct Watched {
+    topology: TopologyWatch,
+    rejected: std::path::PathBuf,
+    rejected_seen: Option<String>,
 }
 
 impl TopologyWatcher {
     /// A watcher publishing into `topology`. `watch` should already have been polled once
     /// (its first poll always reports the file).
-    pub fn new(watch: TopologyWatch, topology: Arc<ArcSwap<Topology>>) -> TopologyWatcher {
-        TopologyWatcher { watch: Mutex::new(watch), topology }
+    pub fn new(watch: TopologyWatch, topology: Arc<ArcSwap<Topology>>, live: Arc<Live>) -> TopologyWatcher {
+        let rejected = watch.path().with_file_name("rejected.txt");
+        let watched = Watched { topology: watch, rejected, rejected_seen: None };
+        TopologyWatcher { watch: Mutex::new(watched), topology, live }
     }
 
     /// One poll: publish a valid edit, log an invalid one.
     pub fn poll(&self) {
-        let polled = self.watch.lock().unwrap_or_else(|p| p.into_inner()).poll();
+        let mut watched = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(note) = std::fs::read_to_string(&watched.rejected) {
+            if watched.rejected_seen.as_deref() != Some(note.as_str()) {
+                self.live.rejected(note.trim().to_string());
+                watched.rejected_seen = Some(note);
+            }
+        }
+        let polled = watched.topology.poll();
+        drop(watched);
         match polled {
             None => {}
             Some(Ok(next)) => {
                 let current = self.topology.load();
+                self.live.changed(scalelab_topology::diff::changes(&current, &next));
                 if next.balancer != current.balancer {
                     tracing::warn!(
                         "topology: balancer settings changed; backends follow the edit, but listeners, \
@@ -138,7 +160,8 @@ impl TopologyWatcher {
                 self.topology.store(Arc::new(next));
             }
             Some(Err(e)) => {
-                tracing::error!("topology edit rejected, keeping the last good one: {e}")
+                tracing::error!("topology edit rejected, keeping the last good one: {e}");
+                self.live.rejected(e.to_string());
             }
         }
     }

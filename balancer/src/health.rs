@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pingora_load_balancing::health_check::HttpHealthCheck;
+use pingora_load_balancing::health_check::{HealthObserve, HttpHealthCheck};
+use pingora_load_balancing::Backend;
 use scalelab_topology::HealthCheckConfig;
 
 use crate::state::Roster;
@@ -18,6 +19,7 @@ const PROBE_HOST: &str = "scalelab-balancer";
 /// `healthy_after` consecutive passes readmit it.
 /// Health changes are logged (by pingora) with the backend's topology name from `roster`.
 pub fn http_health_check(config: &HealthCheckConfig, roster: Arc<Roster>) -> anyhow::Result<HttpHealthCheck> {
+    let marker_roster = roster.clone();
     let mut check = HttpHealthCheck::new(PROBE_HOST, false);
     check.set_backend_summary(move |backend| match backend.addr.as_inet().and_then(|a| roster.get(a)) {
         Some(entry) => format!("backend {} ({})", entry.name, entry.addr),
@@ -34,7 +36,21 @@ pub fn http_health_check(config: &HealthCheckConfig, roster: Arc<Roster>) -> any
     check.peer_template.options.write_timeout = Some(timeout);
     check.consecutive_failure = config.unhealthy_after;
     check.consecutive_success = config.healthy_after;
+    check.health_changed_callback = Some(Box::new(HealthMarker(marker_roster)));
     Ok(check)
+}
+
+/// Notes each health change on the backend's roster entry (when it last changed is what the
+/// dashboard shows). pingora calls it only on changes; a backend starts healthy.
+struct HealthMarker(Arc<Roster>);
+
+#[async_trait::async_trait]
+impl HealthObserve for HealthMarker {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        if let Some(entry) = target.addr.as_inet().and_then(|a| self.0.get(a)) {
+            entry.traffic.set_health(healthy);
+        }
+    }
 }
 
 #[cfg(test)]

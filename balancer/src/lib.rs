@@ -1,5 +1,5 @@
 //! The scalelab balancer: a pingora reverse proxy that spreads requests over the topology's
-//! nodes (round robin or random), ejects the ones that fail their health checks, follows
+//! nodes (round robin, random, least connections, power of two choices or peak-EWMA), ejects the ones that fail their health checks, follows
 //! edits of the topology file at run time and reports itself on an admin listener.
 //!
 //! # Layout
@@ -8,13 +8,19 @@
 //! - [`guard`]: client connections at the door: a connection cap, header and idle deadlines.
 //! - [`discovery`]: `TopologyDiscovery`, the pingora `ServiceDiscovery` that turns the current
 //!   topology into backends, and `TopologyWatcher`, which swaps in valid edits of the file.
-//! - [`state`]: `Roster`, the name and request count of every discovered backend, shared by
-//!   discovery, the proxy and the admin app.
+//! - [`state`]: `Roster`, the name, request count and load of every discovered backend,
+//!   shared by discovery, the proxy, the selectors and the admin app.
+//! - [`traffic`]: what each backend served (per worker, errors, retries, a latency window).
 //! - [`health`]: the active HTTP health check built from `balancer.health_check`.
 //! - [`proxy`]: `Balancer`, the `ProxyHttp` implementation: selection, failover, headers,
 //!   metrics.
+//! - [`selection`]: `least_conn`, `p2c` and `peak_ewma` on pingora's selection trait, scoring
+//!   backends by the load the roster counts.
 //! - [`metrics`]: the Prometheus registry and the metric handles the proxy updates.
-//! - [`admin`]: the admin listener (hyper): `GET /metrics` and `GET /state`.
+//! - [`live`]: the sampler behind the dashboard: rates, percentiles, CPU, changes, theory.
+//! - [`node_stats`]: each node's `/stats` (its CPU use and cap), asked once a second.
+//! - [`admin`]: the admin listener (hyper): the dashboard (`/`, `/events`, `/live`),
+//!   `GET /metrics` and `GET /state`.
 //! - [`status`]: `StateReport`, the `/state` document, for the balancer and its readers.
 //! - [`server`]: assembling the pingora `Server` (services, shutdown settings) and running it.
 
@@ -22,12 +28,16 @@ pub mod admin;
 pub mod discovery;
 pub mod guard;
 pub mod health;
+pub mod live;
 pub mod metrics;
+pub mod node_stats;
 pub mod proxy;
+pub mod selection;
 pub mod server;
 pub mod sockets;
 pub mod state;
 pub mod status;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -43,6 +43,12 @@ pub struct Metrics {
     /// `scalelab_balancer_client_aborts_total`: requests whose client went away before the
     /// answer was complete.
     pub client_aborts: IntCounter,
+    /// `scalelab_balancer_worker_responses_total{backend, name, worker}`: responses relayed
+    /// from each node worker (its `x-worker` header; 0 when it sent none).
+    pub worker_responses: IntCounterVec,
+    /// `scalelab_balancer_in_flight{backend, name}`: attempts in flight on each backend, set
+    /// when `/metrics` is scraped.
+    pub in_flight: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -115,6 +121,16 @@ impl Metrics {
             "Requests whose client went away before the answer was complete",
         )
         .expect("valid metric");
+        let worker_responses = IntCounterVec::new(
+            Opts::new("scalelab_balancer_worker_responses_total", "Responses relayed from each node worker"),
+            &["backend", "name", "worker"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGaugeVec::new(
+            Opts::new("scalelab_balancer_in_flight", "Attempts in flight on each backend"),
+            &["backend", "name"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -128,6 +144,8 @@ impl Metrics {
             Box::new(header_timeouts.clone()),
             Box::new(idle_closed.clone()),
             Box::new(client_aborts.clone()),
+            Box::new(worker_responses.clone()),
+            Box::new(in_flight.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -145,6 +163,8 @@ impl Metrics {
             header_timeouts,
             idle_closed,
             client_aborts,
+            worker_responses,
+            in_flight,
         }
     }
 

@@ -31,9 +31,11 @@ use pingora_load_balancing::{Backend, LoadBalancer};
 use pingora_proxy::{ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::metrics::Metrics;
-use crate::state::{BackendEntry, Roster};
+use crate::state::{BackendEntry, InFlightGuard, Roster};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+/// The node worker that answered (set by every node).
+const X_WORKER: &str = "x-worker";
 
 /// Bound on the selector's walk over candidates (pingora's own examples use 256).
 const MAX_SELECT_STEPS: usize = 256;
@@ -51,17 +53,34 @@ pub struct Balancer<S: BackendSelection> {
     connect_timeout: Duration,
     /// Rotates the picks made while every backend is marked down.
     fail_open_turn: AtomicUsize,
+    /// Upstream connections are reused only within one age window (0: forever). A window's
+    /// number is part of the pool key, so when it turns, new connections are opened, and the
+    /// workers a node gained since then get their share. (pingora's pool has no connection
+    /// age of its own.)
+    max_age_ms: u64,
+    /// The start of window 0.
+    epoch: Instant,
 }
 
 impl<S: BackendSelection> Balancer<S> {
-    /// Proxy logic over `lb`, reading names from `roster` and recording into `metrics`.
+    /// Proxy logic over `lb`, reading names from `roster` and recording into `metrics`;
+    /// upstream connections are reused for at most `max_age_ms` (0: no limit).
     pub fn new(
         lb: Arc<LoadBalancer<S>>,
         roster: Arc<Roster>,
         metrics: Arc<Metrics>,
         connect_timeout: Duration,
+        max_age_ms: u64,
     ) -> Balancer<S> {
-        Balancer { lb, roster, metrics, connect_timeout, fail_open_turn: AtomicUsize::new(0) }
+        Balancer {
+            lb,
+            roster,
+            metrics,
+            connect_timeout,
+            fail_open_turn: AtomicUsize::new(0),
+            max_age_ms,
+            epoch: Instant::now(),
+        }
     }
 }
 
@@ -109,6 +128,11 @@ pub struct RequestCtx {
     /// Backends that failed this request; later attempts avoid them. Empty (no allocation)
     /// unless something failed.
     failed: Vec<Backend>,
+    /// The current attempt counted in flight on its backend; replaced on a retry, dropped
+    /// when the request ends however it ends (the count goes back either way).
+    in_flight: Option<InFlightGuard>,
+    /// When the current attempt was sent, for the latency average.
+    attempt_started: Instant,
 }
 
 impl RequestCtx {
@@ -119,6 +143,7 @@ impl RequestCtx {
             self.failed.push(b);
         }
         self.entry = None;
+        self.in_flight = None;
     }
 }
 
@@ -136,7 +161,15 @@ where
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx { started: Instant::now(), backend: None, entry: None, failed: Vec::new() }
+        let now = Instant::now();
+        RequestCtx {
+            started: now,
+            backend: None,
+            entry: None,
+            failed: Vec::new(),
+            in_flight: None,
+            attempt_started: now,
+        }
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -153,6 +186,11 @@ where
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        if let Some(window) = (self.epoch.elapsed().as_millis() as u64).checked_div(self.max_age_ms) {
+            peer.group_key = window;
+        }
+        ctx.in_flight = Some(BackendEntry::start(&entry));
+        ctx.attempt_started = Instant::now();
         ctx.backend = Some(backend);
         ctx.entry = Some(entry);
         Ok(Box::new(peer))
@@ -186,6 +224,19 @@ where
         upstream_request.insert_header(X_FORWARDED_FOR, forwarded)
     }
 
+    /// The response head arrived: the attempt's time to first byte feeds the peak-EWMA.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(entry) = &ctx.entry {
+            entry.observe_latency(ctx.attempt_started.elapsed());
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -212,6 +263,8 @@ where
     ) -> Box<Error> {
         if let Some(entry) = &ctx.entry {
             self.metrics.connect_failures.with_label_values(&[entry.addr.as_str()]).inc();
+            entry.traffic.record_failure();
+            entry.traffic.record_retry();
         }
         // Nothing reached the backend, so any request may go to the next one.
         ctx.exclude_current();
@@ -235,6 +288,9 @@ where
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(entry) = &ctx.entry {
+            entry.traffic.record_failure();
+        }
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
@@ -250,6 +306,9 @@ where
         }
         if e.retry() {
             self.metrics.retries.inc();
+            if let Some(entry) = &ctx.entry {
+                entry.traffic.record_retry();
+            }
         }
         e
     }
@@ -287,10 +346,19 @@ where
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        self.metrics.latency.observe(ctx.started.elapsed().as_secs_f64());
-        let code = session.response_written().map(|r| r.status);
+        ctx.in_flight = None;
+        let took = ctx.started.elapsed();
+        self.metrics.latency.observe(took.as_secs_f64());
+        let written = session.response_written();
+        let code = written.map(|r| r.status);
         match (&ctx.entry, code) {
-            (Some(entry), Some(code)) => entry.record(code, &self.metrics),
+            (Some(entry), Some(code)) => {
+                entry.record(code, &self.metrics);
+                let worker = written.and_then(|r| r.headers.get(X_WORKER)).map(|v| v.as_bytes());
+                let op2 = session.req_header().uri.path() == "/op2";
+                let traffic = &entry.traffic;
+                traffic.record(&entry.addr, &entry.name, worker, op2, code.is_success(), took, &self.metrics);
+            }
             (None, Some(code)) => self.metrics.requests.with_label_values(&["none", code.as_str()]).inc(),
             // The client went away before any response.
             (_, None) => {}

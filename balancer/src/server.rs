@@ -22,8 +22,10 @@ use crate::admin::{AdminApp, AdminServer};
 use crate::discovery::{TopologyDiscovery, TopologyWatcher};
 use crate::guard::{ClientGuard, ClientLimits};
 use crate::health::http_health_check;
+use crate::live::{Live, Sampler};
 use crate::metrics::Metrics;
 use crate::proxy::Balancer;
+use crate::selection::{LeastConn, P2c, PeakEwmaSelection};
 use crate::sockets::{Listeners, WithListener};
 use crate::state::Roster;
 use crate::status;
@@ -142,6 +144,7 @@ impl Settings {
             // the cross-thread queue and wake-up bookkeeping on every task switch (measured in
             // scripts/bench.sh, comparison 3). With more threads, stealing keeps them balanced.
             work_stealing: self.threads() > 1,
+            upstream_keepalive_pool_size: self.balancer.upstream.pool_size,
             grace_period_seconds: Some(2),
             graceful_shutdown_timeout_seconds: Some(2),
             pid_file: scratch.join(format!("scalelab-balancer-{pid}.pid")).to_string_lossy().into_owned(),
@@ -157,20 +160,31 @@ impl Settings {
 /// Builds the server for the topology's algorithm and runs it on `listeners` until a shutdown
 /// signal.
 pub fn serve(settings: Settings, topology: Topology, listeners: Listeners) -> anyhow::Result<()> {
+    // The load-aware selectors read the roster's per-backend load; pingora's own need nothing.
+    let roster = Arc::new(Roster::default());
+    let load = Some(roster.clone());
     match settings.balancer.algorithm {
-        Algorithm::RoundRobin => serve_with::<RoundRobin>(settings, topology, listeners),
-        Algorithm::Random => serve_with::<Random>(settings, topology, listeners),
+        Algorithm::RoundRobin => serve_with::<RoundRobin>(settings, topology, listeners, roster, None),
+        Algorithm::Random => serve_with::<Random>(settings, topology, listeners, roster, None),
+        Algorithm::LeastConn => serve_with::<LeastConn>(settings, topology, listeners, roster, load),
+        Algorithm::P2c => serve_with::<P2c>(settings, topology, listeners, roster, load),
+        Algorithm::PeakEwma => serve_with::<PeakEwmaSelection>(settings, topology, listeners, roster, load),
     }
 }
 
-fn serve_with<S>(settings: Settings, topology: Topology, listeners: Listeners) -> anyhow::Result<()>
+fn serve_with<S>(
+    settings: Settings,
+    topology: Topology,
+    listeners: Listeners,
+    roster: Arc<Roster>,
+    selector_config: Option<S::Config>,
+) -> anyhow::Result<()>
 where
     S: BackendSelection + Send + Sync + 'static,
     S::Iter: BackendIter,
 {
     let health = &settings.balancer.health_check;
     let metrics = Arc::new(Metrics::new());
-    let roster = Arc::new(Roster::default());
 
     // The watch's first poll always reports the file; start from it when it is still valid,
     // so the watcher's first report is a real edit.
@@ -183,7 +197,8 @@ where
 
     let discovery =
         TopologyDiscovery::new(topology.clone(), settings.mode.clone(), roster.clone(), metrics.clone());
-    let mut lb = LoadBalancer::<S>::from_backends(Backends::new(Box::new(discovery)));
+    let mut lb =
+        LoadBalancer::<S>::from_backends_with_config(Backends::new(Box::new(discovery)), selector_config);
     lb.set_health_check(Box::new(http_health_check(health, roster.clone())?));
     lb.health_check_frequency = Some(Duration::from_millis(health.interval_ms.max(1)));
     lb.update_frequency = Some(DISCOVERY_INTERVAL);
@@ -197,12 +212,15 @@ where
     let lb = backends.task();
     let backends = server.add_service(backends);
 
-    let watcher = background_service("topology watch", TopologyWatcher::new(watch, topology));
+    let live = Arc::new(Live::default());
+    let watcher =
+        background_service("topology watch", TopologyWatcher::new(watch, topology.clone(), live.clone()));
     server.add_service(watcher);
 
     let connect_timeout = Duration::from_millis(health.timeout_ms.max(1));
     let limits = settings.client_limits();
-    let balancer = Balancer::new(lb.clone(), roster.clone(), metrics.clone(), connect_timeout);
+    let max_age = settings.balancer.upstream.max_age_ms;
+    let balancer = Balancer::new(lb.clone(), roster.clone(), metrics.clone(), connect_timeout, max_age);
     let app =
         ClientGuard::new(pingora_proxy::http_proxy(&server.configuration, balancer), limits, metrics.clone());
     let mut proxy = Service::new("scalelab proxy".to_string(), app);
@@ -212,7 +230,10 @@ where
     let proxy = server.add_service(WithListener::new(proxy, settings.listen, listeners.listen));
     proxy.add_dependency(&backends);
 
-    let admin_app = AdminApp::new(lb.clone(), roster, metrics, settings.status_settings(&limits));
+    let algorithm = settings.balancer.algorithm.as_str();
+    let sampler = Sampler::new(lb.clone(), roster.clone(), topology, live.clone(), algorithm);
+    server.add_service(background_service("live sampler", sampler));
+    let admin_app = AdminApp::new(lb.clone(), roster, metrics, live, settings.status_settings(&limits));
     let admin = server.add_service(background_service("admin", AdminServer::new(admin_app, listeners.admin)));
 
     let count = lb.clone();

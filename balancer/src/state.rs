@@ -1,19 +1,24 @@
 //! The roster: what the balancer knows about each backend beyond its address (its topology
-//! name, its address as text, its request count and its metric handles). Discovery writes it;
-//! the proxy reads it once per request; the admin app reads it for `/state`.
+//! name, its address as text, its request count and its metric handles) and the load it
+//! carries now (requests in flight, a peak-sensitive latency average). Discovery writes it;
+//! the proxy reads it once per request; the load-aware selectors score backends with it; the
+//! admin app reads it for `/state`. Its entries outlive selector rebuilds and topology edits,
+//! so the load they count does too.
 //!
 //! pingora's `Backend::ext` could carry this too, but `select()` clones the `Backend` on
 //! every request and cloning `Extensions` allocates, so the roster is a separate map.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 
 use crate::metrics::Metrics;
+use crate::traffic::Traffic;
 
 /// One discovered backend.
 #[derive(Debug)]
@@ -30,6 +35,50 @@ pub struct BackendEntry {
     /// The `requests_total{code="200"}` series, resolved once because nearly every response
     /// is a 200 and a label lookup per request is avoidable work on the hot path.
     ok: IntCounter,
+    /// Attempts sent to this backend and not finished yet.
+    in_flight: AtomicUsize,
+    /// Response-time average for `peak_ewma`.
+    latency: Mutex<PeakEwma>,
+    /// What it served, for the live dashboard.
+    pub traffic: Traffic,
+}
+
+/// How long a latency observation weighs in the average: Finagle's and linkerd's default.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// What a backend without any response yet is assumed to take.
+const EWMA_START_US: f64 = 1000.0;
+
+/// A moving average of response time that jumps to any slower observation at once (a
+/// backend that just got slow is avoided right away) and otherwise decays towards recent
+/// values with time constant [`EWMA_DECAY`].
+#[derive(Debug)]
+struct PeakEwma {
+    value_us: f64,
+    at: Instant,
+}
+
+impl PeakEwma {
+    fn observe(&mut self, rtt_us: f64, now: Instant) {
+        if rtt_us > self.value_us {
+            self.value_us = rtt_us;
+        } else {
+            let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+            let keep = (-elapsed / EWMA_DECAY.as_secs_f64()).exp();
+            self.value_us = self.value_us * keep + rtt_us * (1.0 - keep);
+        }
+        self.at = now;
+    }
+}
+
+/// One attempt in flight on a backend; dropping it (the attempt failed, was retried elsewhere,
+/// finished, or its client went away) gives the count back.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<BackendEntry>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl BackendEntry {
@@ -39,7 +88,38 @@ impl BackendEntry {
         let ok = metrics.requests.with_label_values(&[addr.as_str(), "200"]);
         // `ip:port` is always a valid header value (digits, dots, colons, brackets).
         let addr_header = http::HeaderValue::from_str(&addr).expect("ip:port is a valid header value");
-        BackendEntry { name, addr, addr_header, requests: AtomicU64::new(0), ok }
+        BackendEntry {
+            name,
+            addr,
+            addr_header,
+            requests: AtomicU64::new(0),
+            ok,
+            in_flight: AtomicUsize::new(0),
+            latency: Mutex::new(PeakEwma { value_us: EWMA_START_US, at: Instant::now() }),
+            traffic: Traffic::default(),
+        }
+    }
+
+    /// Counts an attempt on `entry` as in flight until the guard drops.
+    pub fn start(entry: &Arc<BackendEntry>) -> InFlightGuard {
+        entry.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(Arc::clone(entry))
+    }
+
+    /// Attempts in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Feeds one response time into the peak-EWMA.
+    pub fn observe_latency(&self, rtt: Duration) {
+        let mut ewma = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        ewma.observe(rtt.as_secs_f64() * 1e6, Instant::now());
+    }
+
+    /// The peak-EWMA of response time, microseconds.
+    pub fn latency_ewma_us(&self) -> f64 {
+        self.latency.lock().unwrap_or_else(|p| p.into_inner()).value_us
     }
 
     /// Counts one relayed response with HTTP status `code`.
@@ -65,6 +145,11 @@ pub struct Roster {
 }
 
 impl Roster {
+    /// Every entry, by address.
+    pub fn all(&self) -> Arc<HashMap<SocketAddr, Arc<BackendEntry>>> {
+        self.entries.load_full()
+    }
+
     /// The entry for `addr`, if discovery found it.
     pub fn get(&self, addr: &SocketAddr) -> Option<Arc<BackendEntry>> {
         self.entries.load().get(addr).cloned()
@@ -72,6 +157,7 @@ impl Roster {
 
     /// Replaces the roster with `found` (address and name, first name wins for an address).
     /// Entries whose address and name did not change are kept, so their counts survive.
+    /// (Every entry, for the admin app and the live sampler.)
     pub fn replace(&self, found: &[(SocketAddr, String)], metrics: &Metrics) {
         let old = self.entries.load();
         let mut next = HashMap::with_capacity(found.len());
@@ -115,6 +201,17 @@ mod tests {
         assert_eq!(roster.get(&addr(8081)).unwrap().requests(), 1);
         assert!(roster.get(&addr(8082)).is_none());
         assert_eq!(roster.get(&addr(8083)).unwrap().name, "node-3");
+    }
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let t0 = Instant::now();
+        let mut e = PeakEwma { value_us: 100.0, at: t0 };
+        e.observe(5000.0, t0);
+        assert_eq!(e.value_us, 5000.0, "a slower response is taken at once");
+        e.observe(100.0, t0 + EWMA_DECAY);
+        let expected = 5000.0 * (-1.0f64).exp() + 100.0 * (1.0 - (-1.0f64).exp());
+        assert!((e.value_us - expected).abs() < 1e-6, "{} vs {expected}", e.value_us);
     }
 
     #[test]
