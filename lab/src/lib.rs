@@ -55,6 +55,7 @@ pub fn node_args(t: &Topology, r: &Replica, topology_file: &Path) -> NodeArgs {
     let mut args = NodeArgs::new(r.name.clone(), r.listen);
     args.workers = r.workers;
     args.workload = t.workload;
+    args.distribution = r.distribution;
     args.topology = Some(topology_file.to_path_buf());
     args.group = Some(r.group.clone());
     args
@@ -98,6 +99,8 @@ pub struct View {
     pub nodes: Vec<NodeView>,
     /// The balancer's pid (`None` while it restarts).
     pub balancer_pid: Option<u32>,
+    /// The balancer taking over from it after a `balancer:` edit, until it serves.
+    pub successor_pid: Option<u32>,
     /// The cgroup version enforcing CPU caps, or why none is.
     pub caps: Result<cgroup::Version, String>,
     /// The topology file the children watch (the lab's published copy).
@@ -181,6 +184,12 @@ impl Lab {
         self.ask(|tx| Command::Apply(Box::new(topology.clone()), tx))
             .await
             .context("the lab is not running")?
+    }
+
+    /// Tells the lab's children that an edit was refused, with why (the dashboard shows it);
+    /// the lab keeps running what it ran.
+    pub async fn reject(&self, why: String) {
+        let _ = self.cmd_tx.send(Command::Rejected(why)).await;
     }
 
     /// What runs now.

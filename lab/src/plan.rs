@@ -10,8 +10,9 @@ pub struct Plan {
     pub start: Vec<Replica>,
     /// Replicas gone from the topology.
     pub stop: Vec<Replica>,
-    /// Replicas whose address changed: started on the new address, then the old process is
-    /// retired like a removed replica. (A workload edit needs no restart here: node primaries
+    /// Replicas whose address or distribution changed: a new process starts (on the new
+    /// address, or side by side on the same one), then the old one is retired like a removed
+    /// replica. (A workload edit needs no restart here: node primaries
     /// watch the published topology and roll their workers themselves.)
     pub restart: Vec<Replica>,
     /// Replicas whose CPU cap changed: new quota in place.
@@ -40,7 +41,7 @@ pub fn plan(old: &Topology, new: &Topology) -> Plan {
     for r in &after {
         match before.iter().find(|o| o.name == r.name) {
             None => p.start.push(r.clone()),
-            Some(o) if o.listen != r.listen => p.restart.push(r.clone()),
+            Some(o) if o.listen != r.listen || o.distribution != r.distribution => p.restart.push(r.clone()),
             Some(o) => {
                 if o.cpus != r.cpus {
                     p.recap.push(r.clone());

@@ -56,6 +56,18 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Notes why an edit was refused, beside the published file, where the balancer's
+    /// watcher reads it for the dashboard (`rejected.txt`).
+    pub fn note_rejected(&self, why: &str) -> anyhow::Result<()> {
+        let file = self.dir.join("rejected.txt");
+        let tmp = self.dir.join("rejected.txt.tmp");
+        fs::write(&tmp, why)
+            .and_then(|()| fs::rename(&tmp, &file))
+            .with_context(|| format!("cannot write {}", file.display()))
+    }
+}
+
 impl Drop for Snapshot {
     fn drop(&mut self) {
         if let Err(e) = fs::remove_dir_all(&self.dir) {

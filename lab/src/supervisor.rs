@@ -53,6 +53,8 @@ pub enum Command {
     View(oneshot::Sender<View>),
     Probe(oneshot::Sender<Probe>),
     CpuUsage(oneshot::Sender<BTreeMap<String, Duration>>),
+    /// An edit was refused (by whoever watches the user's file): tell the children.
+    Rejected(String),
     /// Stop everything gracefully, then answer.
     Shutdown(oneshot::Sender<()>),
     /// During a shutdown: stop waiting, SIGKILL what is left.
@@ -213,6 +215,9 @@ pub struct Supervisor {
     retiring: Vec<(String, Proc, Instant)>,
     /// Children sent SIGTERM, SIGKILLed (by group) if they outlast [`STOP_GRACE`].
     stopping: Vec<(String, Proc)>,
+    /// Nodes to start once the process with the given pid (the node they replace on the same
+    /// port) has exited.
+    after_exit: Vec<(Replica, u32)>,
     /// Set once a shutdown completed and cleaned up.
     done: bool,
 }
@@ -237,6 +242,7 @@ impl Supervisor {
             nodes: BTreeMap::new(),
             retiring: Vec::new(),
             stopping: Vec::new(),
+            after_exit: Vec::new(),
             done: false,
         })
     }
@@ -380,6 +386,11 @@ impl Supervisor {
                 };
                 let _ = reply.send(usage);
             }
+            Command::Rejected(why) => {
+                if let Err(e) = self.snapshot.note_rejected(&why) {
+                    tracing::warn!("{e:#}");
+                }
+            }
             Command::Shutdown(_) | Command::Kill => {}
         }
     }
@@ -458,8 +469,21 @@ impl Supervisor {
         }
     }
 
-    /// Respawns children whose backoff has passed.
+    /// Respawns children whose backoff has passed, and starts the nodes that waited for their
+    /// predecessor to let go of the port.
     fn manage_children(&mut self) {
+        let stopping: Vec<u32> = self.stopping.iter().map(|(_, p)| p.pid()).collect();
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.after_exit).into_iter().partition(|(_, pid)| !stopping.contains(pid));
+        self.after_exit = waiting;
+        for (r, _) in ready {
+            match self.spawn_node(&r) {
+                Ok(p) => {
+                    self.nodes.insert(r.name.clone(), NodeSlot { replica: r, slot: Slot::running(p) });
+                }
+                Err(e) => tracing::error!("cannot start node {}: {e:#}", r.name),
+            }
+        }
         if self.balancer.slot.due() {
             match self.start_balancer(&self.sockets) {
                 Ok((p, ready)) => {
@@ -504,12 +528,25 @@ impl Supervisor {
             }
         }
         let retire_at = Instant::now() + RETIRE_DELAY;
+        let mut start_now: Vec<Replica> = plan.start.clone();
         for r in plan.stop.iter().chain(&plan.restart) {
-            if let Some(proc) = self.nodes.remove(&r.name).and_then(|n| n.slot.proc) {
-                self.retiring.push((r.name.clone(), proc, retire_at));
+            let Some(old) = self.nodes.remove(&r.name) else { continue };
+            let same_port = old.replica.listen == r.listen;
+            match (old.slot.proc, same_port && plan.restart.contains(r)) {
+                // The same port (a new distribution): the old node must let go of it first.
+                (Some(mut proc), true) => {
+                    proc.terminate();
+                    self.after_exit.push((r.clone(), proc.pid()));
+                    self.stopping.push((r.name.clone(), proc));
+                }
+                (Some(proc), false) => {
+                    self.retiring.push((r.name.clone(), proc, retire_at));
+                    start_now.extend(plan.restart.iter().filter(|x| x.name == r.name).cloned());
+                }
+                (None, _) => start_now.extend(plan.restart.iter().filter(|x| x.name == r.name).cloned()),
             }
         }
-        for r in plan.start.iter().chain(&plan.restart) {
+        for r in &start_now {
             match self.spawn_node(r) {
                 Ok(p) => {
                     self.nodes
@@ -573,6 +610,7 @@ impl Supervisor {
                 .map(|n| NodeView { replica: n.replica.clone(), pid: n.slot.proc.as_ref().map(Proc::pid) })
                 .collect(),
             balancer_pid: self.balancer.slot.proc.as_ref().map(Proc::pid),
+            successor_pid: self.successor.as_ref().and_then(|s| s.balancer.slot.proc.as_ref()).map(Proc::pid),
             caps: self.caps.as_ref().map(|c| c.version()).map_err(Clone::clone),
             published: self.snapshot.path().to_path_buf(),
         }

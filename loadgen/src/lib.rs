@@ -38,7 +38,10 @@ use anyhow::Context;
 pub use config::{parse_rate, BaseUrl, LoadConfig, LoadError};
 pub use mix::{Mix, MixEntry, MixError};
 pub use printer::Output;
-pub use report::{Aggregate, ErrorCounts, ErrorKind, Latency, Mode, Report, RunInfo, Sample, ScheduleReport};
+pub use report::{
+    Aggregate, ErrorCounts, ErrorKind, Fairness, Latency, Mode, Report, RunInfo, Sample, ScheduleReport,
+    Spread,
+};
 pub use schedule::{Pace, Schedule, Ticket};
 
 /// How long a run lasts when neither `--duration` nor `--requests` is given.

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::report::{Mode, Report};
+use crate::report::{Mode, Report, Spread};
 
 /// How a report is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +72,13 @@ pub fn text(r: &Report) -> String {
         let _ = writeln!(o, "\nLatency (ms)");
         let _ = writeln!(
             o,
-            "  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "min", "mean", "p50", "p90", "p99", "p99.9", "max"
+            "  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "min", "mean", "p50", "p90", "p99", "p99.9", "max", "stdev"
         );
         let _ = writeln!(
             o,
-            "  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-            l.min, l.mean, l.p50, l.p90, l.p99, l.p999, l.max
+            "  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            l.min, l.mean, l.p50, l.p90, l.p99, l.p999, l.max, l.stdev
         );
         if r.mode == Mode::Open {
             let _ = writeln!(o, "  (open loop: measured from each request's intended send time)");
@@ -126,9 +126,23 @@ pub fn text(r: &Report) -> String {
     }
 
     if r.by_path.len() > 1 {
-        let _ = writeln!(o, "\nPaths");
+        let _ = writeln!(
+            o,
+            "\nPaths{:>29} {:>7} {:>9} {:>9} {:>9}",
+            "requests", "share", "p50 ms", "p99 ms", "p99.9 ms"
+        );
         for (path, n) in sorted(&r.by_path) {
-            let _ = writeln!(o, "  {:<20} {:>10} {:>7}", path, n, pct(n, r.requests));
+            let l = r.latency_by_path_ms.get(path).copied().unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  {:<20} {:>10} {:>7} {:>9.3} {:>9.3} {:>9.3}",
+                path,
+                n,
+                pct(n, r.requests),
+                l.p50,
+                l.p99,
+                l.p999
+            );
         }
     }
 
@@ -161,6 +175,18 @@ fn served_by(o: &mut String, r: &Report) {
             pct(r.unattributed, r.responses)
         );
     }
+    let spread = |s: Option<Spread>| {
+        s.map_or_else(
+            || "-".to_string(),
+            |s| format!("J {:.3}, busiest {:.2}x the mean", s.jain, s.max_over_mean),
+        )
+    };
+    let _ = writeln!(
+        o,
+        "\nFairness    nodes: {}; workers: {}",
+        spread(r.fairness.nodes),
+        spread(r.fairness.workers)
+    );
 }
 
 fn pct(n: u64, of: u64) -> String {
@@ -238,7 +264,16 @@ mod tests {
             errors: 1,
             error_kinds: ErrorCounts { total: 1, connect: 1, ..Default::default() },
             status: BTreeMap::from([(200, 300)]),
-            latency_ms: Latency { min: 0.1, mean: 0.5, p50: 0.4, p90: 0.8, p99: 1.5, p999: 3.0, max: 9.0 },
+            latency_ms: Latency {
+                min: 0.1,
+                mean: 0.5,
+                p50: 0.4,
+                p90: 0.8,
+                p99: 1.5,
+                p999: 3.0,
+                max: 9.0,
+                stdev: 0.3,
+            },
             by_path: BTreeMap::from([("/op1".into(), 226), ("/op2".into(), 75)]),
             by_node: BTreeMap::from([("node-10".into(), 150), ("node-2".into(), 150)]),
             by_worker: BTreeMap::from([
@@ -249,7 +284,9 @@ mod tests {
             ]),
             unattributed: 0,
             in_flight_at_end: 0,
+            latency_by_path_ms: Default::default(),
             retried: 0,
+            fairness: Default::default(),
             schedule: None,
         }
     }

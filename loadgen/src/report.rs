@@ -62,6 +62,9 @@ struct Served {
 pub struct Aggregate {
     /// Latency of every response (any status), in microseconds.
     latency: Histogram<u64>,
+    /// The same per mix path, at 2 significant digits (a tenth of the memory), only when the
+    /// mix has more than one path.
+    latency_by_path: Vec<Histogram<u64>>,
     requests: u64,
     ok: u64,
     errors: ErrorCounts,
@@ -87,6 +90,16 @@ impl Aggregate {
         Aggregate {
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("static histogram bounds are valid"),
+            latency_by_path: if paths > 1 {
+                (0..paths)
+                    .map(|_| {
+                        Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+                            .expect("static histogram bounds are valid")
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             requests: 0,
             ok: 0,
             errors: ErrorCounts::default(),
@@ -114,6 +127,9 @@ impl Aggregate {
         };
         let micros = u64::try_from(sample.latency.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(micros);
+        if let Some(h) = self.latency_by_path.get_mut(path) {
+            h.saturating_record(micros);
+        }
         if (200..300).contains(&sample.status) {
             self.ok += 1;
         } else {
@@ -160,6 +176,9 @@ impl Aggregate {
     /// Adds `other`'s counts to these.
     pub fn merge(&mut self, other: &Aggregate) {
         self.latency.add(&other.latency).expect("aggregates share the same histogram bounds");
+        for (mine, theirs) in self.latency_by_path.iter_mut().zip(&other.latency_by_path) {
+            mine.add(theirs).expect("aggregates share the same histogram bounds");
+        }
         self.requests += other.requests;
         self.ok += other.ok;
         self.errors.merge(&other.errors);
@@ -212,6 +231,8 @@ impl Aggregate {
                 max_lag_ms: self.max_lag_us as f64 / 1000.0,
             }
         });
+        let fairness =
+            Fairness { nodes: Spread::of(by_node.values()), workers: Spread::of(by_worker.values()) };
         Report {
             url: run.url.clone(),
             mode: if run.rate.is_some() { Mode::Open } else { Mode::Closed },
@@ -228,12 +249,19 @@ impl Aggregate {
             error_kinds: self.errors,
             status: self.status.iter().copied().collect(),
             latency_ms: Latency::of(&self.latency),
+            latency_by_path_ms: run
+                .paths
+                .iter()
+                .cloned()
+                .zip(self.latency_by_path.iter().map(Latency::of))
+                .collect(),
             by_path: run.paths.iter().cloned().zip(self.by_path.iter().copied()).collect(),
             by_node,
             by_worker,
             unattributed: self.unattributed,
             in_flight_at_end: self.in_flight_at_end,
             retried: self.retried,
+            fairness,
             schedule,
         }
     }
@@ -323,6 +351,9 @@ pub struct Latency {
     pub p999: f64,
     /// Slowest response, ms (capped at 60 000).
     pub max: f64,
+    /// Standard deviation, ms: how far responses stray from the mean.
+    #[serde(default)]
+    pub stdev: f64,
 }
 
 impl Latency {
@@ -339,7 +370,43 @@ impl Latency {
             p99: ms(h.value_at_quantile(0.99)),
             p999: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
+            stdev: h.stdev() / 1000.0,
         }
+    }
+}
+
+/// How evenly responses were spread, over the nodes and over the workers that answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fairness {
+    /// Over `by_node`; `None` without attributed responses.
+    pub nodes: Option<Spread>,
+    /// Over `by_worker`.
+    pub workers: Option<Spread>,
+}
+
+/// The spread of counts over `count` servers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Jain's fairness index (Σx)² / (n·Σx²): 1 when every server got the same, 1/n when one
+    /// got everything.
+    pub jain: f64,
+    /// The busiest server's count over the mean: 1 when even, n when one got everything.
+    pub max_over_mean: f64,
+    /// Servers counted.
+    pub count: usize,
+}
+
+impl Spread {
+    /// The spread of `counts`; `None` for no counts or all zero.
+    pub fn of<'a>(counts: impl IntoIterator<Item = &'a u64>) -> Option<Spread> {
+        let x: Vec<f64> = counts.into_iter().map(|&c| c as f64).collect();
+        let (n, sum) = (x.len() as f64, x.iter().sum::<f64>());
+        let squares: f64 = x.iter().map(|v| v * v).sum();
+        if x.is_empty() || sum == 0.0 {
+            return None;
+        }
+        let max = x.iter().cloned().fold(0.0, f64::max);
+        Some(Spread { jain: sum * sum / (n * squares), max_over_mean: max / (sum / n), count: x.len() })
     }
 }
 
@@ -391,6 +458,9 @@ pub struct Report {
     pub status: BTreeMap<u16, u64>,
     /// Latency percentiles, milliseconds.
     pub latency_ms: Latency,
+    /// The same per path of a mix of several (2 significant digits); empty for one path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_by_path_ms: BTreeMap<String, Latency>,
     /// Finished requests by path (the `--mix` entries).
     pub by_path: BTreeMap<String, u64>,
     /// Responses by `x-node` header.
@@ -406,6 +476,9 @@ pub struct Report {
     /// also counted once in `requests`, by its final outcome.
     #[serde(default)]
     pub retried: u64,
+    /// How evenly the responses were spread over nodes and over workers.
+    #[serde(default)]
+    pub fairness: Fairness,
     /// Open loop only: schedule keeping.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub schedule: Option<ScheduleReport>,
@@ -494,6 +567,19 @@ mod tests {
     }
 
     #[test]
+    fn a_mix_reports_latency_per_path() {
+        let mut a = Aggregate::new(2);
+        for _ in 0..9 {
+            a.push(0, ok_from("n", "1", 1));
+        }
+        a.push(1, ok_from("n", "1", 20));
+        let r = a.report(&run_info(&["/op1", "/op2"]));
+        assert!((r.latency_by_path_ms["/op1"].p99 - 1.0).abs() < 0.02, "{:?}", r.latency_by_path_ms);
+        assert!((r.latency_by_path_ms["/op2"].p50 - 20.0).abs() < 0.3, "{:?}", r.latency_by_path_ms);
+        assert!(Aggregate::new(1).report(&run_info(&["/"])).latency_by_path_ms.is_empty());
+    }
+
+    #[test]
     fn latency_beyond_the_bound_is_capped() {
         let mut a = Aggregate::new(1);
         a.push(0, ok_from("n", "1", 120_000));
@@ -554,6 +640,19 @@ mod tests {
     }
 
     #[test]
+    fn fairness_is_jains_index_and_max_over_mean() {
+        let even = Spread::of(&[10, 10, 10, 10]).unwrap();
+        assert_eq!((even.jain, even.max_over_mean, even.count), (1.0, 1.0, 4));
+        let one = Spread::of(&[40, 0, 0, 0]).unwrap();
+        assert_eq!((one.jain, one.max_over_mean), (0.25, 4.0));
+        // 70/10/10/10: J = 100² / (4 × 5200) ≈ 0.48.
+        let skew = Spread::of(&[70, 10, 10, 10]).unwrap();
+        assert!((skew.jain - 10000.0 / 20800.0).abs() < 1e-12 && skew.max_over_mean == 2.8, "{skew:?}");
+        assert_eq!(Spread::of(&[]), None);
+        assert_eq!(Spread::of(&[0, 0]), None);
+    }
+
+    #[test]
     fn json_has_the_documented_shape() {
         let mut a = Aggregate::new(1);
         a.push(0, ok_from("node-1", "2", 3));
@@ -565,6 +664,7 @@ mod tests {
         assert_eq!(v["status"]["200"], 1);
         assert_eq!(v["by_worker"]["node-1/2"], 1);
         assert_eq!(v["mode"], "closed");
+        assert_eq!(v["fairness"]["workers"]["jain"], 1.0);
         assert!(v.get("schedule").is_none());
         let back: Report = serde_json::from_value(v).unwrap();
         assert_eq!(back.requests, 1);
