@@ -11,6 +11,7 @@
 #   2. saturated /op2 vs theoretical capacity            (scalelab load)  within 5%
 #   3. balancer vs nginx, 2 nodes x 1 worker, 1 thread   (wrk)            target >= 0.9x
 #   4. scalelab load vs wrk on /op1, same connections                     target >= 0.8x
+#   5. balancer with its live dashboard open vs closed (the same balancer) target >= 0.97x
 #
 # Method, the same for every comparison:
 #   - Equal load on both sides: the same tool, threads (1) and connections ($CONNS) and
@@ -242,6 +243,23 @@ proxy_scalelab() { wrk_rps "$1" "http://127.0.0.1:$LB/op1"; }
 proxy_nginx() { wrk_rps "$1" "http://127.0.0.1:$NG/op1"; }
 compare "scalelab balancer" proxy_scalelab "nginx" proxy_nginx
 report "balancer, 2 nodes x 1 worker (wrk -t1 -c$CONNS)" "scalelab balancer $A req/s" "nginx $B req/s" "$(ratio "$A" "$B")x" ">= 0.9x"
+
+echo "== 5. balancer with the dashboard open vs closed: the same balancer as in 3, an /events reader (a dashboard's stream) on CPU $CLIENT_CPU during the open rounds"
+dashboard_open() {
+    local reader
+    if ((PIN)); then taskset -c "$CLIENT_CPU" curl -sN "http://127.0.0.1:$ADMIN/events" >/dev/null 2>&1 &
+    else curl -sN "http://127.0.0.1:$ADMIN/events" >/dev/null 2>&1 &
+    fi
+    reader=$!
+    PIDS+=("$reader")
+    sleep 1.2  # the page's first samples
+    wrk_rps "$1" "http://127.0.0.1:$LB/op1"
+    kill -TERM "$reader" 2>/dev/null || true
+    wait "$reader" 2>/dev/null || true
+}
+dashboard_closed() { sleep 1.2; wrk_rps "$1" "http://127.0.0.1:$LB/op1"; }
+compare "dashboard open" dashboard_open "dashboard closed" dashboard_closed
+report "balancer, dashboard open vs closed (wrk -t1 -c$CONNS)" "open $A req/s" "closed $B req/s" "$(ratio "$A" "$B")x" ">= 0.97x"
 
 echo "== 2. saturated /op2 vs theory: scalelab up, 2 nodes x 1 worker, cpus 0.5 each, op2 20 ms, scalelab load -c8, unpinned"
 read -r UL UA <<<"$(ports 2)"

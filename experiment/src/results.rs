@@ -60,8 +60,12 @@ pub struct Series {
 /// One topology, measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
-    /// The value of the varied field (workers, replicas or cpus).
+    /// The value of the varied field (workers, replicas or cpus); for a choice (algorithm,
+    /// distribution), its position in the series, 1, 2, ...
     pub value: f64,
+    /// The name of a choice (`least_conn`); `None` on a scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// The scale the USL sees: total workers (workers and replicas series) or total cores
     /// the nodes may use (cpus series).
     pub n: f64,
@@ -76,6 +80,9 @@ pub struct Point {
     pub rounds: Vec<Round>,
     /// Latency of the median round, milliseconds.
     pub latency_ms: Percentiles,
+    /// The same per path of a mix (`/op1`, `/op2`); empty for one path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_by_path_ms: BTreeMap<String, Percentiles>,
     /// Requests without a 2xx response, over all rounds.
     pub errors: u64,
     /// Responses by node over all rounds.
@@ -98,6 +105,9 @@ pub struct Round {
     pub errors: u64,
     /// Latency percentiles, milliseconds.
     pub latency_ms: Percentiles,
+    /// The same per path of a mix; empty for one path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_by_path_ms: BTreeMap<String, Percentiles>,
     /// Responses by `node/worker`.
     pub by_worker: BTreeMap<String, u64>,
 }

@@ -97,7 +97,10 @@ async fn follow_edits(file: &Path, lab: &Lab, watch: &mut TopologyWatch, stop: &
         }
         match watch.poll() {
             None => {}
-            Some(Err(e)) => eprintln!("scalelab up: {e}\nscalelab up: keeping the running topology"),
+            Some(Err(e)) => {
+                eprintln!("scalelab up: {e}\nscalelab up: keeping the running topology");
+                lab.reject(e.to_string()).await;
+            }
             Some(Ok(t)) => match lab.apply(&t).await {
                 Ok(plan) if plan.is_empty() => {}
                 Ok(plan) => {

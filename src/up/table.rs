@@ -43,10 +43,14 @@ pub fn render(file: &Path, v: &View) -> String {
             pid(n.pid)
         );
     }
-    let _ =
-        writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {}", "balancer", b.listen, "", "", pid(v.balancer_pid));
-    let _ = writeln!(out, "traffic:  http://{}/op1  http://{}/op2", b.listen, b.listen);
-    let _ = writeln!(out, "admin:    http://{}/metrics  http://{}/state", b.admin, b.admin);
+    let balancer = match v.successor_pid {
+        Some(next) => format!("{} (handing over to {next})", pid(v.balancer_pid)),
+        None => pid(v.balancer_pid),
+    };
+    let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {balancer}", "balancer", b.listen, "", "");
+    let _ = writeln!(out, "traffic:   http://{}/op1  http://{}/op2", b.listen, b.listen);
+    let _ = writeln!(out, "dashboard: http://{}/", b.admin);
+    let _ = writeln!(out, "admin:     http://{}/metrics  http://{}/state", b.admin, b.admin);
     match &v.caps {
         Ok(Version::V1) => out.push_str("CPU caps: enforced with cgroup v1 (cpu.cfs_quota_us)\n"),
         Ok(Version::V2) => out.push_str("CPU caps: enforced with cgroup v2 (cpu.max)\n"),

@@ -377,3 +377,34 @@ pub fn raw_exchange(addr: impl std::net::ToSocketAddrs, bytes: &[u8]) -> String 
     }
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// The loopback TCP sockets of one port, from `/proc/net/tcp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortSockets {
+    /// Client connections established to the port.
+    pub clients: usize,
+    /// Connections waiting in the port's listen queues (every socket listening on it).
+    pub queued: usize,
+}
+
+/// Counts the client connections to `port` and the connections no process has accepted yet.
+pub fn port_sockets(port: u16) -> PortSockets {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit_once(':')?.1, 16).ok();
+    let mut out = PortSockets::default();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, local, remote, state, queues, ..] = fields[..] else { continue };
+        match state {
+            // ESTABLISHED, seen from the client's end.
+            "01" if port_of(remote) == Some(port) => out.clients += 1,
+            // LISTEN: for a listening socket, rx_queue is the accept queue.
+            "0A" if port_of(local) == Some(port) => {
+                let rx = queues.split_once(':').map_or("0", |(_, rx)| rx);
+                out.queued += usize::from_str_radix(rx, 16).unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    out
+}

@@ -78,15 +78,23 @@ mod tests {
         let by_worker: BTreeMap<String, u64> = (0..workers)
             .map(|w| (format!("node-1/{}", w + 1), (rps * 30.0) as u64 / workers as u64))
             .collect();
-        let round = |rps: f64| Round { rps, errors: 0, latency_ms: latency, by_worker: by_worker.clone() };
+        let round = |rps: f64| Round {
+            rps,
+            errors: 0,
+            latency_ms: latency,
+            latency_by_path_ms: Default::default(),
+            by_worker: by_worker.clone(),
+        };
         Point {
             value,
+            label: None,
             n,
             rps,
             theory_rps: 1000.0 * n.min(4.0),
             ratio: rps / (1000.0 * n.min(4.0)),
             rounds: vec![round(rps * 0.97), round(rps), round(rps * 1.03)],
             latency_ms: latency,
+            latency_by_path_ms: Default::default(),
             errors: 0,
             by_node: BTreeMap::from([("node-1".to_string(), by_worker.values().sum())]),
             by_worker,

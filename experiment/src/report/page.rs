@@ -133,7 +133,7 @@ fn series_table(series: &Series) -> SeriesTable {
 
 fn point_row(p: &Point) -> PointRow {
     PointRow {
-        value: format::n(p.value),
+        value: p.label.clone().unwrap_or_else(|| format::n(p.value)),
         n: format::n(p.n),
         rps: format::rps(p.rps),
         theory: format::rps(p.theory_rps),

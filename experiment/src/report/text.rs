@@ -2,6 +2,7 @@
 //! where N* falls against the N that was measured, and how far to trust the fit.
 
 use crate::results::{Series, UslFit};
+use crate::usl::{self, PeakPosition, Regime};
 
 use super::format;
 
@@ -17,14 +18,6 @@ pub struct FitText {
     pub verdict: String,
     /// The sentences after the verdict.
     pub explanation: String,
-}
-
-/// Where N* lies relative to the measured N.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum PeakPlace {
-    Below,
-    Inside,
-    Beyond,
 }
 
 /// Explains the fit of `series`, or why it has none.
@@ -52,16 +45,12 @@ pub fn explain(series: &Series) -> FitText {
     FitText { series: series_name, verdict: verdict(fit).into(), explanation: sentences.join(" ") }
 }
 
-/// The one-word reading of σ against κ.
+/// The one-word reading of σ against κ ([`usl::regime`] decides).
 fn verdict(fit: &UslFit) -> &'static str {
-    if fit.sigma == 0.0 && fit.kappa == 0.0 {
-        "linear"
-    } else if fit.sigma > fit.kappa {
-        "contention-bound"
-    } else if fit.kappa > fit.sigma {
-        "coherency-bound"
-    } else {
-        "contention and coherency alike"
+    match usl::regime(fit) {
+        Regime::Linear => "linear",
+        Regime::ContentionBound => "contention-bound",
+        Regime::CoherencyBound => "coherency-bound",
     }
 }
 
@@ -69,7 +58,10 @@ fn verdict(fit: &UslFit) -> &'static str {
 fn bound(fit: &UslFit) -> String {
     let (s, k) = (format::sig3(fit.sigma), format::sig3(fit.kappa));
     match verdict(fit) {
-        "linear" => "σ = κ = 0: every unit added contributed its full λ, nothing held scaling back.".into(),
+        "linear" => format!(
+            "σ = {s}, κ = {k}: every unit added contributed about its full λ; nothing measurable held \
+             scaling back."
+        ),
         "contention-bound" => format!(
             "σ = {s} > κ = {k}: the serial share of the work (waiting for something only one \
              unit can hold at a time) costs more than crosstalk between units, so throughput \
@@ -79,7 +71,7 @@ fn bound(fit: &UslFit) -> String {
             "κ = {k} > σ = {s}: the cost of keeping units in step grows with N², so past N* \
              each unit added lowers throughput."
         ),
-        _ => format!("σ = κ = {s}: contention and coherency weigh the same."),
+        _ => unreachable!("verdict() has three answers"),
     }
 }
 
@@ -105,29 +97,19 @@ fn peak(fit: &UslFit, lo: f64, hi: f64) -> String {
         .map(|x| format!(", where the model predicts {} req/s", format::rps(x)))
         .unwrap_or_default();
     let n_star = format!("N* ≈ {}{at}", format::sig3(peak_n));
-    match place(peak_n, lo, hi) {
-        PeakPlace::Below => format!(
+    match usl::peak_position(fit, lo, hi) {
+        PeakPosition::BelowMeasured { .. } => format!(
             "{n_star}, below the smallest N measured ({range}): by the fit, adding units past \
              N* only lowers throughput."
         ),
-        PeakPlace::Inside => format!(
+        PeakPosition::WithinMeasured { .. } => format!(
             "{n_star}, inside the measured range ({range}): the sweep saw the peak, and scaling \
              past it bought less throughput, not more."
         ),
-        PeakPlace::Beyond => format!(
+        PeakPosition::BeyondMeasured { .. } | PeakPosition::NoPeak { .. } => format!(
             "{n_star}, beyond the largest N measured ({range}): throughput was still rising \
              where it was measured, and the peak is an extrapolation."
         ),
-    }
-}
-
-fn place(peak_n: f64, lo: f64, hi: f64) -> PeakPlace {
-    if peak_n < lo {
-        PeakPlace::Below
-    } else if peak_n > hi {
-        PeakPlace::Beyond
-    } else {
-        PeakPlace::Inside
     }
 }
 
@@ -165,12 +147,14 @@ mod tests {
     fn series(fit: Option<UslFit>) -> Series {
         let point = |n: f64| Point {
             value: n,
+            label: None,
             n,
             rps: 1000.0 * n,
             theory_rps: 1000.0 * n,
             ratio: 1.0,
             rounds: vec![],
             latency_ms: Percentiles::default(),
+            latency_by_path_ms: Default::default(),
             errors: 0,
             by_node: Default::default(),
             by_worker: Default::default(),

@@ -28,7 +28,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::results::{LoadSpec, Percentiles, Point, Results, Round, Series};
 use crate::usl;
 use runner::Runner;
-use vary::{Field, Vary};
+use vary::{Field, Value, Vary};
 
 /// Bounds on what a sweep may be asked to do.
 const MAX_SERIES: usize = 8;
@@ -44,7 +44,8 @@ pub struct SweepArgs {
     /// The base topology; every series changes one field of it.
     #[arg(long, short, default_value = "topology.yaml")]
     pub topology: PathBuf,
-    /// A series: `workers=1,2,4`, `replicas=1,2,4` or `cpus=0.5,1,2` (repeat for more series).
+    /// A series: `workers=1,2,4`, `replicas=1,2,4`, `cpus=0.5,1,2`, `algorithm=round_robin,p2c`
+    /// or `distribution=shared,reuseport,round_robin` (repeat for more series).
     #[arg(long = "vary", required = true, value_name = "FIELD=V1,V2,...")]
     pub vary: Vec<Vary>,
     /// The path every request asks for. Use --mix for several.
@@ -121,7 +122,7 @@ impl Plan {
                 let points = v
                     .values
                     .iter()
-                    .map(|&x| vary::topology_at(&base, v.field, x))
+                    .map(|x| vary::topology_at(&base, v.field, x))
                     .collect::<Result<Vec<_>, _>>();
                 points.map(|p| (v.clone(), p)).map_err(anyhow::Error::msg)
             })
@@ -236,10 +237,11 @@ async fn sweep(args: &SweepArgs, plan: &Plan) -> anyhow::Result<Outcome> {
             fit: None,
             fit_note: None,
         });
-        for (value, t) in vary.values.iter().zip(topologies) {
+        for (position, (value, t)) in vary.values.iter().zip(topologies).enumerate() {
             let label = format!("{}={}", vary.field, value);
+            let at = At { field: vary.field, value, position };
             let point = tokio::select! {
-                p = measure(&mut runner, t, vary.field, *value, &label, args, plan, cores, &mut progress) => p,
+                p = measure(&mut runner, t, at, &label, args, plan, cores, &mut progress) => p,
                 _ = int.recv() => { stopped = Some("interrupted".into()); break 'series; }
                 _ = term.recv() => { stopped = Some("interrupted".into()); break 'series; }
             };
@@ -282,13 +284,20 @@ impl Progress {
     }
 }
 
+/// Where a point sits in its series.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    field: Field,
+    value: &'a Value,
+    position: usize,
+}
+
 /// One point: apply, warm up, measure every round.
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     runner: &mut Runner,
     t: &Topology,
-    field: Field,
-    value: f64,
+    at: At<'_>,
     label: &str,
     args: &SweepArgs,
     plan: &Plan,
@@ -322,7 +331,12 @@ async fn measure(
         let round = Round {
             rps: report.ok_rps,
             errors: report.errors,
-            latency_ms: percentiles(&report),
+            latency_ms: percentiles(&report.latency_ms),
+            latency_by_path_ms: report
+                .latency_by_path_ms
+                .iter()
+                .map(|(p, l)| (p.clone(), percentiles(l)))
+                .collect(),
             by_worker: report.by_worker.clone(),
         };
         rounds.push((report, round));
@@ -331,7 +345,7 @@ async fn measure(
         }
     }
     progress.done += 1;
-    Ok(point(t, field, value, rounds, cpu_used, measured, &plan.paths, cores, runner.kind()))
+    Ok(point(t, at, rounds, cpu_used, measured, &plan.paths, cores, runner.kind()))
 }
 
 /// Folds a point's rounds together: the median round's throughput and latency, the sums of
@@ -339,8 +353,7 @@ async fn measure(
 #[allow(clippy::too_many_arguments)]
 fn point(
     t: &Topology,
-    field: Field,
-    value: f64,
+    at: At<'_>,
     rounds: Vec<(Report, Round)>,
     cpu_used: BTreeMap<String, Duration>,
     measured: Duration,
@@ -372,13 +385,19 @@ fn point(
     }
     let theory = theory::capacity(t, cores, paths).unwrap_or(0.0);
     let secs = measured.as_secs_f64().max(f64::EPSILON);
+    let (value, label) = match at.value {
+        Value::Number(x) => (*x, None),
+        Value::Choice(name) => (at.position as f64 + 1.0, Some(name.clone())),
+    };
     Point {
         value,
-        n: vary::scale(t, field),
+        label,
+        n: vary::scale(t, at.field, at.position),
         rps: median.1.rps,
         theory_rps: theory,
         ratio: if theory > 0.0 { median.1.rps / theory } else { 0.0 },
         latency_ms: median.1.latency_ms,
+        latency_by_path_ms: median.1.latency_by_path_ms.clone(),
         errors: rounds.iter().map(|(r, _)| r.errors).sum(),
         by_node,
         by_worker,
@@ -388,14 +407,18 @@ fn point(
     }
 }
 
-fn percentiles(r: &Report) -> Percentiles {
-    let l = &r.latency_ms;
+fn percentiles(l: &scalelab_loadgen::Latency) -> Percentiles {
     Percentiles { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, max: l.max }
 }
 
 /// Fits the USL to every round of every point of `series` (x = the point's scale), or notes
 /// why it cannot.
 fn fit_series(series: &mut Series) {
+    if series.points.iter().any(|p| p.label.is_some()) {
+        series.fit = None;
+        series.fit_note = Some(format!("{} is a choice, not a scale: the USL does not apply", series.vary));
+        return;
+    }
     let measurements: Vec<(f64, f64)> =
         series.points.iter().flat_map(|p| p.rounds.iter().map(move |r| (p.n, r.rps))).collect();
     match usl::fit(&measurements) {

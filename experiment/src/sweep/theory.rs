@@ -20,22 +20,12 @@ pub fn cpu_ms(path: &str, t: &Topology) -> f64 {
         .unwrap_or(t.workload.op2_cpu_ms as f64)
 }
 
-/// Cores the lab can burn at once: min(Σ over nodes of min(workers, cpus), cores).
-pub fn usable_cores(t: &Topology, cores: usize) -> f64 {
-    let nodes: f64 = t
-        .nodes
-        .iter()
-        .map(|g| g.replicas as f64 * g.cpus.map_or(g.workers as f64, |c| c.min(g.workers as f64)))
-        .sum();
-    nodes.min(cores as f64)
-}
-
 /// The theoretical throughput of `t` for requests spread over `paths` by `weights`, req/s;
 /// `None` when no request costs CPU (the model says nothing about `/op1` alone).
 pub fn capacity(t: &Topology, cores: usize, paths: &[(String, u32)]) -> Option<f64> {
     let total: f64 = paths.iter().map(|(_, w)| f64::from(*w)).sum();
     let ms_per_request: f64 = paths.iter().map(|(p, w)| cpu_ms(p, t) * f64::from(*w)).sum::<f64>() / total;
-    (ms_per_request > 0.0).then(|| usable_cores(t, cores) * 1000.0 / ms_per_request)
+    (ms_per_request > 0.0).then(|| t.usable_cores(cores) * 1000.0 / ms_per_request)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! What a sweep varies: `--vary FIELD=V1,V2,...`, one series per flag, and the topology each
 //! value turns the base into. Every other field stays as in the base; a value applies to every
-//! node group of the base.
+//! node group of the base. `workers`, `replicas` and `cpus` are scales (the USL's N);
+//! `algorithm` and `distribution` are choices, compared side by side.
 
 use std::fmt;
 use std::str::FromStr;
 
-use scalelab_topology::Topology;
+use scalelab_topology::{Algorithm, Distribution, Topology};
 
 /// Values one series may have, at most (each is a measured point).
 pub const MAX_VALUES: usize = 32;
@@ -19,6 +20,10 @@ pub enum Field {
     Replicas,
     /// The CPU cap of each node, in cores.
     Cpus,
+    /// The balancer's algorithm (a choice).
+    Algorithm,
+    /// How each node spreads connections over its workers (a choice).
+    Distribution,
 }
 
 impl Field {
@@ -28,7 +33,14 @@ impl Field {
             Field::Workers => "workers",
             Field::Replicas => "replicas",
             Field::Cpus => "cpus",
+            Field::Algorithm => "algorithm",
+            Field::Distribution => "distribution",
         }
+    }
+
+    /// Whether its values are choices rather than a scale.
+    pub fn is_choice(self) -> bool {
+        matches!(self, Field::Algorithm | Field::Distribution)
     }
 }
 
@@ -38,11 +50,27 @@ impl fmt::Display for Field {
     }
 }
 
+/// One value of a series: a number on a scale, or a named choice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Number(f64),
+    Choice(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Number(x) => write!(f, "{x}"),
+            Value::Choice(name) => f.write_str(name),
+        }
+    }
+}
+
 /// One `--vary`: the field and its values, in the order given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vary {
     pub field: Field,
-    pub values: Vec<f64>,
+    pub values: Vec<Value>,
 }
 
 /// Why a `--vary` was refused; each message names the flag's text.
@@ -71,6 +99,8 @@ impl FromStr for Vary {
             "workers" => Field::Workers,
             "replicas" => Field::Replicas,
             "cpus" => Field::Cpus,
+            "algorithm" => Field::Algorithm,
+            "distribution" => Field::Distribution,
             _ => return Err(VaryError::Field(text.into())),
         };
         let items: Vec<&str> = list.split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
@@ -87,7 +117,9 @@ impl FromStr for Vary {
                 value: item.into(),
                 what: match field {
                     Field::Cpus => "a number of cores above 0",
-                    _ => "a whole number of 1 or more",
+                    Field::Algorithm => "an algorithm (round_robin, random, least_conn, p2c, peak_ewma)",
+                    Field::Distribution => "a distribution (shared, reuseport, round_robin)",
+                    Field::Workers | Field::Replicas => "a whole number of 1 or more",
                 },
             })?;
             if values.contains(&value) {
@@ -99,22 +131,45 @@ impl FromStr for Vary {
     }
 }
 
-fn parse_value(field: Field, item: &str) -> Option<f64> {
+fn parse_value(field: Field, item: &str) -> Option<Value> {
     match field {
-        Field::Cpus => item.parse::<f64>().ok().filter(|c| c.is_finite() && *c > 0.0),
-        Field::Workers | Field::Replicas => item.parse::<u32>().ok().filter(|n| *n >= 1).map(f64::from),
+        Field::Cpus => item.parse::<f64>().ok().filter(|c| c.is_finite() && *c > 0.0).map(Value::Number),
+        Field::Workers | Field::Replicas => {
+            item.parse::<u32>().ok().filter(|n| *n >= 1).map(|n| Value::Number(f64::from(n)))
+        }
+        // The topology's own spelling decides: what the YAML accepts, --vary accepts.
+        Field::Algorithm => serde_yaml::from_str::<Algorithm>(item).ok().map(|_| Value::Choice(item.into())),
+        Field::Distribution => {
+            serde_yaml::from_str::<Distribution>(item).ok().map(|_| Value::Choice(item.into()))
+        }
     }
 }
 
 /// The base with `field` set to `value` in every node group, validated as a topology file
 /// would be (so `workers=100` is refused with the topology's own bound).
-pub fn topology_at(base: &Topology, field: Field, value: f64) -> Result<Topology, String> {
+pub fn topology_at(base: &Topology, field: Field, value: &Value) -> Result<Topology, String> {
     let mut t = base.clone();
-    for g in &mut t.nodes {
-        match field {
-            Field::Workers => g.workers = value as usize,
-            Field::Replicas => g.replicas = value as usize,
-            Field::Cpus => g.cpus = Some(value),
+    match value {
+        Value::Number(x) => {
+            for g in &mut t.nodes {
+                match field {
+                    Field::Workers => g.workers = *x as usize,
+                    Field::Replicas => g.replicas = *x as usize,
+                    Field::Cpus => g.cpus = Some(*x),
+                    Field::Algorithm | Field::Distribution => {}
+                }
+            }
+        }
+        Value::Choice(name) => {
+            let bad = |e: serde_yaml::Error| format!("--vary {field}={name}: {e}");
+            match field {
+                Field::Algorithm => t.balancer.algorithm = serde_yaml::from_str(name).map_err(bad)?,
+                Field::Distribution => {
+                    let d: Distribution = serde_yaml::from_str(name).map_err(bad)?;
+                    t.nodes.iter_mut().for_each(|g| g.distribution = d);
+                }
+                Field::Workers | Field::Replicas | Field::Cpus => {}
+            }
         }
     }
     Topology::from_yaml(&t.to_yaml()).map_err(|e| {
@@ -125,11 +180,12 @@ pub fn topology_at(base: &Topology, field: Field, value: f64) -> Result<Topology
 }
 
 /// The scale the USL sees at a point: total workers for the workers and replicas series, total
-/// capped cores for the cpus series.
-pub fn scale(t: &Topology, field: Field) -> f64 {
+/// capped cores for the cpus series; for a choice, its position in the series (1, 2, ...).
+pub fn scale(t: &Topology, field: Field, position: usize) -> f64 {
     match field {
         Field::Workers | Field::Replicas => t.total_workers() as f64,
         Field::Cpus => t.nodes.iter().map(|g| g.replicas as f64 * g.cpus.unwrap_or(0.0)).sum(),
+        Field::Algorithm | Field::Distribution => position as f64 + 1.0,
     }
 }
 
@@ -142,11 +198,15 @@ mod tests {
 
     #[test]
     fn parses_fields_and_values_in_order() {
+        let n = Value::Number;
         assert_eq!(
             "workers=1,2,4".parse::<Vary>(),
-            Ok(Vary { field: Field::Workers, values: vec![1.0, 2.0, 4.0] })
+            Ok(Vary { field: Field::Workers, values: vec![n(1.0), n(2.0), n(4.0)] })
         );
-        assert_eq!("cpus= 0.5, 1,2".parse::<Vary>().unwrap().values, vec![0.5, 1.0, 2.0]);
+        assert_eq!("cpus= 0.5, 1,2".parse::<Vary>().unwrap().values, vec![n(0.5), n(1.0), n(2.0)]);
+        let choices = "algorithm=round_robin,least_conn".parse::<Vary>().unwrap();
+        assert_eq!(choices.values, [Value::Choice("round_robin".into()), Value::Choice("least_conn".into())]);
+        assert!(choices.field.is_choice());
     }
 
     #[test]
@@ -159,6 +219,8 @@ mod tests {
             ("replicas=1.5", "is not a whole number"),
             ("cpus=-1", "a number of cores above 0"),
             ("workers=2,2", "2 appears twice"),
+            ("algorithm=fastest", "is not an algorithm"),
+            ("distribution=random", "is not a distribution"),
         ] {
             let err = text.parse::<Vary>().unwrap_err().to_string();
             assert!(err.contains(words) && err.contains(text), "{text}: {err}");
@@ -168,10 +230,15 @@ mod tests {
     #[test]
     fn each_value_makes_a_valid_topology_or_says_why() {
         let base = Topology::from_yaml(BASE).unwrap();
-        let t = topology_at(&base, Field::Replicas, 3.0).unwrap();
-        assert_eq!((t.nodes[0].replicas, scale(&t, Field::Replicas)), (3, 3.0));
-        assert_eq!(scale(&topology_at(&base, Field::Cpus, 2.0).unwrap(), Field::Cpus), 2.0);
-        let err = topology_at(&base, Field::Workers, 100.0).unwrap_err();
+        let n = Value::Number;
+        let t = topology_at(&base, Field::Replicas, &n(3.0)).unwrap();
+        assert_eq!((t.nodes[0].replicas, scale(&t, Field::Replicas, 0)), (3, 3.0));
+        assert_eq!(scale(&topology_at(&base, Field::Cpus, &n(2.0)).unwrap(), Field::Cpus, 0), 2.0);
+        let p2c = topology_at(&base, Field::Algorithm, &Value::Choice("p2c".into())).unwrap();
+        assert_eq!(p2c.balancer.algorithm, Algorithm::P2c);
+        let rr = topology_at(&base, Field::Distribution, &Value::Choice("round_robin".into())).unwrap();
+        assert_eq!(rr.nodes[0].distribution, Distribution::RoundRobin);
+        let err = topology_at(&base, Field::Workers, &n(100.0)).unwrap_err();
         assert!(err.contains("nodes[0].workers: expected 1 to 64 workers"), "{err}");
     }
 }

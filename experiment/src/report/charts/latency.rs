@@ -98,7 +98,7 @@ fn traces(results: &Results) -> Vec<Trace> {
         for (j, p) in s.points.iter().enumerate() {
             let t = if s.points.len() == 1 { 0.0 } else { LIGHTEST * (1.0 - j as f64 / last) };
             out.push(Trace {
-                label: point_label(&s.vary, p.value),
+                label: point_label(&s.vary, p),
                 colour: tint(series_colour(i), t),
                 values: drawable(&p.latency_ms),
             });

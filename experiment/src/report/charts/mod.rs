@@ -59,7 +59,11 @@ pub struct Charts {
 /// Draws all three charts of `results`.
 pub fn draw(results: &Results) -> anyhow::Result<Charts> {
     Ok(Charts {
-        throughput: throughput::draw(results).context("drawing the throughput chart")?,
+        throughput: throughput::draw(&Results {
+            series: results.series.iter().filter(|s| !is_choice(s)).cloned().collect(),
+            ..results.clone()
+        })
+        .context("drawing the throughput chart")?,
         latency: latency::draw(results).context("drawing the latency chart")?,
         share: share::draw(results).context("drawing the per-worker share chart")?,
     })
@@ -183,8 +187,17 @@ pub fn text_width(text: &str, px: f64) -> f64 {
 }
 
 /// The label of a point in the latency and share charts: `workers=2`.
-pub fn point_label(vary: &str, value: f64) -> String {
-    format!("{vary}={}", super::format::n(value))
+pub fn point_label(vary: &str, point: &crate::results::Point) -> String {
+    match &point.label {
+        Some(choice) => format!("{vary}={choice}"),
+        None => format!("{vary}={}", super::format::n(point.value)),
+    }
+}
+
+/// Whether a series compares choices (algorithm, distribution) rather than a scale: its
+/// points have names, and "N" means nothing for it.
+pub fn is_choice(series: &crate::results::Series) -> bool {
+    series.points.iter().any(|p| p.label.is_some())
 }
 
 #[cfg(test)]

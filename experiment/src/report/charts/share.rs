@@ -165,7 +165,7 @@ fn bars(results: &Results) -> Vec<Bar> {
                 _ => p.by_worker.iter().map(|(w, &c)| (w.clone(), c as f64 / total as f64)).collect(),
             };
             shares.sort_by(|a, b| natural_cmp(&a.0, &b.0));
-            out.push(Bar { label: point_label(&s.vary, p.value), shares, jain: jain_index(&p.by_worker) });
+            out.push(Bar { label: point_label(&s.vary, p), shares, jain: jain_index(&p.by_worker) });
         }
     }
     out
