@@ -496,3 +496,23 @@ fn bad_flags_are_refused_with_the_flag_named() {
         assert!(stderr.contains(flag), "{extra:?}: {stderr}");
     }
 }
+
+#[test]
+fn requests_whose_clients_left_cost_no_cpu() {
+    // Thirty clients ask for 150 ms of the one worker's CPU each and hang up at once (as a
+    // balancer does when its own client gives up). Burning for them would keep the worker busy
+    // for 4.5 s; skipping them leaves it free at once.
+    let node = Node::start(1, &["--max-cpu-ms", "1000"]);
+    for _ in 0..30 {
+        let mut s = TcpStream::connect(&node.addr).unwrap();
+        s.write_all(b"GET /op2?cpu_ms=150 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        drop(s);
+    }
+    sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let health = get(&node.addr, "/health").expect("the worker answers");
+    assert_eq!(health.status, 200);
+    assert!(started.elapsed() < Duration::from_millis(800), "answered after {:?}", started.elapsed());
+    let info = get(&node.addr, "/info").unwrap().json();
+    assert_eq!(info["queued"], 0, "{info}");
+}

@@ -25,10 +25,31 @@ use crate::cpu;
 /// What the burner reports for one job: the CPU time used, or why the clock failed.
 pub type BurnResult = nix::Result<Duration>;
 
+/// The socket of the connection a request came on: a request whose client has hung up is
+/// not worth its CPU. (A balancer in front closes its connection when its own client leaves;
+/// without this check a node would burn through a backlog of requests nobody waits for, and
+/// answer its health checks seconds late.)
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket(pub std::os::fd::RawFd);
+
+impl ClientSocket {
+    /// True when the peer has closed its side: a peek without waiting reads end-of-file.
+    fn gone(self) -> bool {
+        let mut byte = [0u8; 1];
+        // SAFETY: the connection task that owns this descriptor is awaiting this very request,
+        // so the descriptor is open and still this connection's; the peek reads nothing out.
+        let n =
+            unsafe { libc::recv(self.0, byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        n == 0
+    }
+}
+
 /// One `/op2` waiting for the CPU.
 struct Job {
     budget: Duration,
-    reply_tx: oneshot::Sender<BurnResult>,
+    client: Option<ClientSocket>,
+    /// The CPU used, or `None` when the client was gone by its turn.
+    reply_tx: oneshot::Sender<Option<BurnResult>>,
 }
 
 /// The admission side, shared by every connection of one worker. The worker is single-threaded,
@@ -49,6 +70,8 @@ pub struct CpuQueue {
 pub enum Refused {
     /// `waiting` jobs were already queued, the bound.
     Full { waiting: usize },
+    /// The client hung up before its turn came; nothing was burned.
+    ClientGone,
     /// The burner is gone (the worker is shutting down).
     Closed,
 }
@@ -79,16 +102,23 @@ impl CpuQueue {
     }
 
     /// Queues a burn of `budget` and waits for it; refuses at once when the queue is full.
-    pub async fn burn(&self, budget: Duration) -> Result<BurnResult, Refused> {
+    pub async fn burn(&self, budget: Duration, client: Option<ClientSocket>) -> Result<BurnResult, Refused> {
         self.intake.fetch_add(1, Relaxed);
+        if client.is_some_and(ClientSocket::gone) {
+            return Err(Refused::ClientGone);
+        }
         let waiting = self.waiting.load(Relaxed);
         if waiting >= self.max_queue {
             return Err(Refused::Full { waiting });
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.job_tx.send(Job { budget, reply_tx }).map_err(|_| Refused::Closed)?;
+        self.job_tx.send(Job { budget, client, reply_tx }).map_err(|_| Refused::Closed)?;
         self.waiting.fetch_add(1, Relaxed);
-        reply_rx.await.map_err(|_| Refused::Closed)
+        match reply_rx.await {
+            Ok(Some(used)) => Ok(used),
+            Ok(None) => Err(Refused::ClientGone),
+            Err(_) => Err(Refused::Closed),
+        }
     }
 }
 
@@ -105,9 +135,10 @@ impl Burner {
         while let Some(job) = self.job_rx.recv().await {
             self.waiting.fetch_sub(1, Relaxed);
             // A client that went away still cost its place in the queue; its burn is skipped.
-            if !job.reply_tx.is_closed() {
-                let used = cpu::burn(job.budget);
-                let _ = job.reply_tx.send(used);
+            if job.reply_tx.is_closed() || job.client.is_some_and(ClientSocket::gone) {
+                let _ = job.reply_tx.send(None);
+            } else {
+                let _ = job.reply_tx.send(Some(cpu::burn(job.budget)));
             }
             // Let the event loop read what arrived during the burn before the next one: each
             // yield runs every task that is ready; stop once a round reads no new request.
@@ -142,7 +173,9 @@ mod tests {
                     let jobs: Vec<_> = (0..3)
                         .map(|_| {
                             let q = queue.clone();
-                            tokio::task::spawn_local(async move { q.burn(Duration::from_millis(2)).await })
+                            tokio::task::spawn_local(
+                                async move { q.burn(Duration::from_millis(2), None).await },
+                            )
                         })
                         .collect();
                     let mut results = Vec::new();

@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::cgroup_stats;
 use crate::config::WorkerConfig;
-use crate::cpu_queue::{CpuQueue, Refused};
+use crate::cpu_queue::{ClientSocket, CpuQueue, Refused};
 
 /// The response type of every route.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -96,7 +96,9 @@ impl App {
     }
 
     /// Answers one request.
-    pub async fn handle<B>(&self, req: &Request<B>) -> HttpResponse {
+    /// Answers one request that came on `client` (its connection's socket, when known: a
+    /// queued `/op2` whose client has gone is not burned).
+    pub async fn handle<B>(&self, req: &Request<B>, client: Option<ClientSocket>) -> HttpResponse {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let route = req.uri().path();
         let known = matches!(route, "/op1" | "/op2" | "/health" | "/info" | "/stats");
@@ -114,7 +116,7 @@ impl App {
         } else {
             match route {
                 "/op1" => self.json(StatusCode::OK, self.identity_json()),
-                "/op2" => self.op2(req.uri().query()).await,
+                "/op2" => self.op2(req.uri().query(), client).await,
                 "/health" => self.json(StatusCode::OK, json!({ "status": "ok" })),
                 "/stats" => self.json(
                     StatusCode::OK,
@@ -152,13 +154,13 @@ impl App {
         resp
     }
 
-    async fn op2(&self, query: Option<&str>) -> HttpResponse {
+    async fn op2(&self, query: Option<&str>, client: Option<ClientSocket>) -> HttpResponse {
         let w = &self.workload;
         let cpu_ms = match cpu_ms_param(query, w.op2_cpu_ms, w.max_cpu_ms) {
             Ok(ms) => ms,
             Err(e) => return self.json(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
         };
-        match self.cpu.burn(Duration::from_millis(cpu_ms)).await {
+        match self.cpu.burn(Duration::from_millis(cpu_ms), client).await {
             Ok(Ok(used)) => {
                 let mut body = self.identity_json();
                 body["requested_cpu_ms"] = json!(cpu_ms);
@@ -186,6 +188,9 @@ impl App {
                 r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
                 r.headers_mut().insert(X_SHED.clone(), HeaderValue::from_static("queue-full"));
                 r
+            }
+            Err(Refused::ClientGone) => {
+                self.json(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the client went away" }))
             }
             Err(Refused::Closed) => {
                 self.json(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "worker shutting down" }))
@@ -295,13 +300,13 @@ mod tests {
                 (Method::GET, "/nope", 404),
                 (Method::POST, "/op1", 405),
             ] {
-                let resp = app.handle(&request(method.clone(), uri)).await;
+                let resp = app.handle(&request(method.clone(), uri), None).await;
                 assert_eq!(resp.status().as_u16(), status, "{method} {uri}");
                 assert_eq!(resp.headers()["x-node"], "node-1");
                 assert_eq!(resp.headers()["x-worker"], "2");
                 assert_eq!(resp.headers()["x-pid"], "4242");
             }
-            let info = body_json(app.handle(&request(Method::GET, "/info")).await).await;
+            let info = body_json(app.handle(&request(Method::GET, "/info"), None).await).await;
             assert_eq!(info["requests"], 8);
             assert_eq!(info["worker"], 2);
             assert_eq!(info["max_queue"], 4);
@@ -315,9 +320,9 @@ mod tests {
             let req = |host: &str| {
                 Request::builder().uri("http://example.com/op1").header(HOST, host).body(()).unwrap()
             };
-            assert_eq!(app.handle(&req("example.com")).await.status(), 200);
-            assert_eq!(app.handle(&req("EXAMPLE.com")).await.status(), 200);
-            let refused = app.handle(&req("other")).await;
+            assert_eq!(app.handle(&req("example.com"), None).await.status(), 200);
+            assert_eq!(app.handle(&req("EXAMPLE.com"), None).await.status(), 200);
+            let refused = app.handle(&req("other"), None).await;
             assert_eq!(refused.status(), 400);
             assert!(body_json(refused).await["error"].as_str().unwrap().contains("differs"));
         });
@@ -326,11 +331,11 @@ mod tests {
     #[test]
     fn op2_reports_the_cpu_it_burned() {
         with_app(|app| async move {
-            let body = body_json(app.handle(&request(Method::GET, "/op2?cpu_ms=5")).await).await;
+            let body = body_json(app.handle(&request(Method::GET, "/op2?cpu_ms=5"), None).await).await;
             let ms = body["cpu_ms"].as_f64().unwrap();
             assert!((5.0..7.0).contains(&ms), "{body}");
             assert_eq!(body["requested_cpu_ms"], 5);
-            let body = body_json(app.handle(&request(Method::GET, "/op2")).await).await;
+            let body = body_json(app.handle(&request(Method::GET, "/op2"), None).await).await;
             assert_eq!(body["requested_cpu_ms"], 3);
         });
     }
@@ -342,7 +347,9 @@ mod tests {
             let tasks: Vec<_> = (0..8)
                 .map(|_| {
                     let app = app.clone();
-                    tokio::spawn(async move { app.handle(&request(Method::GET, "/op2?cpu_ms=1")).await })
+                    tokio::spawn(
+                        async move { app.handle(&request(Method::GET, "/op2?cpu_ms=1"), None).await },
+                    )
                 })
                 .collect();
             let mut codes = Vec::new();
@@ -356,7 +363,7 @@ mod tests {
             }
             assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 4, "{codes:?}");
             assert_eq!(codes.iter().filter(|&&c| c == 503).count(), 4, "{codes:?}");
-            let info = body_json(app.handle(&request(Method::GET, "/info")).await).await;
+            let info = body_json(app.handle(&request(Method::GET, "/info"), None).await).await;
             assert_eq!(info["shed"], 4);
             assert_eq!(info["queued"], 0);
         });

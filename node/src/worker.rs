@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{WorkerConfig, EXIT_BOOT_FAILED};
+use crate::cpu_queue::ClientSocket;
 use crate::cpu_queue::{Burner, CpuQueue};
 use crate::handoff::Receiver;
 use crate::routes::App;
@@ -255,9 +256,12 @@ impl Connections {
     /// Serves `stream` on its own task.
     fn serve(&self, stream: TcpStream, peer: std::net::SocketAddr) {
         let app = Arc::clone(&self.app);
+        // The task below owns the stream until the connection ends, so this number names this
+        // connection for as long as a request of it can be waiting for the CPU.
+        let client = ClientSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
-            async move { Ok::<_, std::convert::Infallible>(app.handle(&req).await) }
+            async move { Ok::<_, std::convert::Infallible>(app.handle(&req, Some(client)).await) }
         });
         let conn = self.graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
