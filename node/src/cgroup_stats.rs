@@ -73,9 +73,9 @@ mod tests {
         fs::write(v1.join("cpu.cfs_period_us"), "100000\n").unwrap();
         fs::write(v2.join("cpu.stat"), "usage_usec 1500000\nuser_usec 1\n").unwrap();
         fs::write(v2.join("cpu.max"), "max 100000\n").unwrap();
-        assert_eq!(cpu_used(&[v1.clone()]), Some(Duration::from_millis(2500)));
+        assert_eq!(cpu_used(std::slice::from_ref(&v1)), Some(Duration::from_millis(2500)));
         assert_eq!(cpu_cap(&[v1]), Some(0.5));
-        assert_eq!(cpu_used(&[v2.clone()]), Some(Duration::from_millis(1500)));
+        assert_eq!(cpu_used(std::slice::from_ref(&v2)), Some(Duration::from_millis(1500)));
         assert_eq!(cpu_cap(&[v2]), None);
         assert_eq!(cpu_used(&[]), None);
     }
