@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The Docker tests, on a real engine, no mocks (issue 3): the image, compose.yaml under
-# `docker compose`, and the same file under a single-node Docker Swarm.
+# `docker compose` (with the live dashboard in headless Chromium, `scalelab sweep --compose`
+# and the node distribution modes), and the same file under a single-node Docker Swarm.
 #
 #   scripts/test-docker.sh
 #
-# It installs what is missing and starts dockerd when none answers (scripts/docker-env.sh),
-# lints the Dockerfile, assembles the runtime image from the locally built binary
-# (scripts/docker-image.sh: no registry is reachable, so the Dockerfile itself cannot be
-# built here), then runs the checks in order. Each check prints `==> name` and `ok (N s)`.
+# It installs what is missing and starts dockerd when none answers (scripts/docker-env.sh;
+# chromium and cargo-nextest too, for the dashboard check), lints the Dockerfile, assembles
+# the runtime image from the locally built binary (scripts/docker-image.sh: no registry is
+# reachable, so the Dockerfile itself cannot be built here), then runs the checks in order.
+# Each check prints `==> name` and `ok (N s)`. About 3 minutes on 2 cores.
 #
 # Bounds:
 #   - traffic goes only to ports published on 127.0.0.1 and to the containers' own networks
@@ -15,8 +17,10 @@
 #   - every load has a duration or a request count; every wait has a deadline; the whole run
 #     has a budget (SCALELAB_DOCKER_BUDGET_S, default 900 s) after which it stops itself;
 #   - on any exit, failure or Ctrl-C included, it removes what it started: the compose
-#     project, the stack, the swarm it created, the containers and networks of its own checks,
-#     and the dockerd it started. An engine or swarm that was there before is left alone.
+#     projects (the lab's, the sweep's, the distribution check's), the stack, the swarm it
+#     created, the containers and networks of its own checks, and the dockerd it started. An
+#     engine or swarm that was there before is left alone. The dashboard check rewrites the
+#     lab's copy of topology.yaml, never the checkout's.
 #
 # Exit status: 0 when every check passed, 1 when one failed (it is named).
 #
@@ -88,6 +92,20 @@ leave_swarm() {
     swarm_created=0
 }
 
+# Compose projects that checks other than the lab start (the sweep's, the distribution
+# check's): name -> its compose file. Cleanup brings down whichever is still listed.
+declare -A other_projects=()
+
+other_projects_down() {
+    local p
+    for p in "${!other_projects[@]}"; do
+        if [[ -f ${other_projects[$p]} ]]; then
+            docker compose -p "$p" -f "${other_projects[$p]}" down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
+        fi
+        unset "other_projects[$p]"
+    done
+}
+
 compose_down() {
     ((compose_started)) || return 0
     docker compose -p "$project" down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
@@ -122,6 +140,7 @@ cleanup() {
         remove_stack
         leave_swarm
         compose_down
+        other_projects_down
         remove_run_objects
     fi
     if ((rc != 0)) && ((DOCKER_ENV_STARTED)); then
@@ -159,6 +178,14 @@ check() {
         fail "forced by SCALELAB_DOCKER_FAIL_AFTER"
     fi
     current=""
+}
+
+# What the checks need besides Docker: the dashboard check runs a cargo test through nextest,
+# which opens the page in Debian's chromium (with a font to draw text).
+setup_tools() {
+    docker_env_up
+    command -v chromium >/dev/null || docker_env_apt chromium fonts-dejavu-core
+    cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 }
 
 # ---- checks: image -----------------------------------------------------------------------
@@ -219,8 +246,10 @@ print(" ".join(sorted(os.path.relpath(os.path.dirname(p["manifest_path"]), root)
     log "workspace members [$members]; build context $(du -sh "$ctx/context" | cut -f1), $(find "$ctx/context" -type f | wc -l) files"
 }
 
+# The binary the image holds, and the test binary of the dashboard check (built here so that
+# check spends its time on the lab, not on the compiler).
 assemble_image() {
-    cargo build --release --locked --bin scalelab
+    cargo build --release --locked --bin scalelab --test dashboard
     scripts/docker-image.sh
 }
 
@@ -370,10 +399,32 @@ compose_up() {
     wait_until 30 "balancer sees 2 healthy nodes" healthy_backends_are 2
 }
 
+# Under the same load, the balancer's /live (the dashboard's data) gives every node container
+# its CPU use, read by the node from its own cgroup, and its cap: numbers, the cap the
+# group's cpus (1.0).
 load_reaches_every_node() {
-    local report served expected c nanos quota
-    report=$(load_json --path /op2 --connections 8 --duration 5s)
+    local report served expected c nanos quota live stats
+    load_json --path /op2 --connections 8 --duration 5s >"$work/every.json" 2>"$work/every.err" &
+    load_pid=$!
+    sleep 3.5
+    curl -fsS --max-time 5 "http://$admin/live" >"$work/live.json" || fail "GET /live failed"
+    wait_load || fail "load: $(cat "$work/every.err")"
+    report=$(cat "$work/every.json")
     [[ $(json 'r["errors"]' <<<"$report") == 0 ]] || fail "errors: $report"
+    live=$(json '"; ".join("%s %s cpu %s cap %s" % (n["name"], n["addr"], n["cpu"], n["cpu_cap"]) for n in r["nodes"])' <"$work/live.json")
+    log "/live under load: $live"
+    [[ $(json 'len(r["nodes"])' <"$work/live.json") == $(node_containers | wc -l) ]] ||
+        fail "/live lists $(json 'len(r["nodes"])' <"$work/live.json") nodes, there are $(node_containers | wc -l) node containers"
+    json 'all(isinstance(n["cpu"], (int, float)) and n["cpu"] > 0 and n["cpu_cap"] == 1.0 for n in r["nodes"])' <"$work/live.json" |
+        grep -qx True || fail "/live should give every node a CPU use above 0 and a cap of 1.0: $live"
+    # The numbers come from each node's /stats, read from its container's cgroup (/live would
+    # fall back on the topology's cpus for the cap, not for the use).
+    for c in $(node_containers); do
+        stats=$(curl -fsS --max-time 5 "http://$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$c"):8081/stats") ||
+            fail "GET /stats of node container ${c:0:12}"
+        [[ $(json 'r["cpu_cap"] == 1.0 and r["cpu_used_us"] > 0' <<<"$stats") == True ]] ||
+            fail "/stats of node container ${c:0:12} should read a cap of 1.0 and a CPU use from its cgroup: $stats"
+    done
     served=$(json '" ".join(sorted(r["by_node"]))' <<<"$report")
     expected=$(for c in $(node_containers); do echo "node@$(docker inspect -f '{{.Config.Hostname}}' "$c")"; done | sort | xargs)
     [[ $served == "$expected" ]] || fail "served by [$served], node containers are [$expected]"
@@ -567,6 +618,43 @@ worker_edit_applies_live() {
     done
 }
 
+# The live dashboard on the compose lab, as a person sees it: the cargo test
+# `compose_lab_dashboard` (tests/dashboard.rs) keeps the page open in headless Chromium under
+# its own 15 s load, checks that every node container and each of its workers shows a rate
+# above zero, rewrites the lab's topology (by rename, as an editor does) to one more worker,
+# and checks the page shows the new workers serving and the change as a marker. Its
+# screenshot stays at target/test-artifacts/dashboard-compose.png. The topology is then put
+# back, and every node container returns to the workers it had.
+dashboard_follows_compose_lab() {
+    local workers t0 t_test names shot=target/test-artifacts/dashboard-compose.png
+    workers=$(sed -n 's/^    workers: \([0-9][0-9]*\) .*/\1/p' "$lab/topology.yaml")
+    [[ $workers =~ ^[0-9]+$ ]] || fail "cannot read workers from $lab/topology.yaml"
+    every_node_has_workers "$workers" || fail "expected $workers workers per node before the test"
+    cp "$lab/topology.yaml" "$work/topology.before-dashboard"
+    rm -f "$shot"
+    t0=$SECONDS
+    SCALELAB_COMPOSE_ADMIN=$admin SCALELAB_COMPOSE_LISTEN=$listen \
+        SCALELAB_COMPOSE_TOPOLOGY=$lab/topology.yaml SCALELAB_COMPOSE_WORKERS=$workers \
+        cargo nextest run --release --locked --no-tests fail --test dashboard --run-ignored only \
+        -E 'test(compose_lab_dashboard)' --cargo-quiet --success-output final ||
+        fail "compose_lab_dashboard failed (its output is above)"
+    t_test=$((SECONDS - t0))
+    [[ -s $shot ]] || fail "the test left no $shot"
+    every_node_has_workers $((workers + 1)) || fail "the test's edit should have given every node $((workers + 1)) workers"
+    cp "$work/topology.before-dashboard" "$lab/topology.yaml.new"
+    mv "$lab/topology.yaml.new" "$lab/topology.yaml"
+    # Known and left to the balancer's side: with DNS discovery every container of a group is
+    # a backend named after the group, and the page's charts key their series by name, so the
+    # containers share one line (the worker bars and the table still show each). Said, not failed.
+    names=$(curl -fsS --max-time 5 "http://$admin/live" | json '" ".join(n["name"] for n in r["nodes"])')
+    if [[ $(tr ' ' '\n' <<<"$names" | sort | uniq -d) ]]; then
+        log "note: /live names its nodes [$names]: the dashboard's charts draw same-named nodes as one series"
+    fi
+    t0=$SECONDS
+    wait_until 20 "$workers workers again in every node container" every_node_has_workers "$workers"
+    log "dashboard: every node container's $workers workers, then $((workers + 1)), served on the page (test $t_test s, back to $workers workers in $((SECONDS - t0)) s); screenshot $shot ($(du -h "$shot" | cut -f1))"
+}
+
 compose_down_leaves_nothing() {
     docker compose -p "$project" -f "$lab/compose.yaml" down --volumes --remove-orphans --timeout 20
     compose_started=0
@@ -577,6 +665,161 @@ compose_down_leaves_nothing() {
         [[ -z $left ]] || fail "docker $kind still lists: $left"
     done
     ! curl -fs "http://$listen/op1" >/dev/null 2>&1 || fail "something still answers on $listen"
+}
+
+# ---- checks: sweep and distribution modes under compose ---------------------------------
+# Both run once the lab is down, so nothing else competes for the 2 cores they measure.
+
+# N distinct free TCP ports on 127.0.0.1, space-separated.
+free_ports() {
+    python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
+
+# The project names: the sweep's own (experiment/src/sweep/runner.rs), and this check's.
+readonly sweep_project=scalelab-sweep dist_project=scalelab-dist
+
+# What results.json of the compose sweep below must say; prints one line per point.
+check_sweep_results() {
+    python3 - "$1" "$sweep_project" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+project = sys.argv[2]
+problems = []
+if r["runner"] != "compose":
+    problems.append("runner is %r" % r["runner"])
+points = [p for s in r["series"] for p in s["points"]]
+if [p["value"] for p in points] != [1.0, 2.0]:
+    problems.append("points %s, want replicas 1 and 2" % [p["value"] for p in points])
+lines = []
+for p in points:
+    n, cpu = int(p["value"]), p["cpu_used"]
+    # cpu_used is keyed like by_node: each container's node@<hostname>.
+    want = sorted(p["by_node"])
+    if p["errors"]:
+        problems.append("replicas=%d: %d errors" % (n, p["errors"]))
+    if len(want) != n or sorted(cpu) != want:
+        problems.append("replicas=%d: cpu_used for %s, want %s" % (n, sorted(cpu), want))
+    if not all(0 < v <= 0.6 for v in cpu.values()):
+        problems.append("replicas=%d: cpu_used %s, want each in (0, 0.6]" % (n, cpu))
+    lines.append("replicas=%d %.1f req/s (theory %.1f), p99 %.0f ms, %d errors, cpu used %s"
+                 % (n, p["rps"], p["theory_rps"], p["latency_ms"]["p99"], p["errors"],
+                    ", ".join("%s %.2f" % (k, v) for k, v in sorted(cpu.items()))))
+if len(points) == 2 and not points[1]["rps"] > 1.2 * points[0]["rps"]:
+    problems.append("replicas=2 (%.1f req/s) is not 1.2x replicas=1 (%.1f req/s)"
+                    % (points[1]["rps"], points[0]["rps"]))
+print("; ".join(lines))
+if problems:
+    sys.exit("results.json: " + "; ".join(problems))
+PY
+}
+
+# `scalelab sweep --compose`: a series of replicas 1 then 2 of one group (2 workers, cpus 0.5)
+# as the Compose project scalelab-sweep, its balancer on ports picked now, /op2 for 2 s a
+# point. Its results.json must hold 2 points with no error, replicas=2 faster than replicas=1
+# by at least 1.2x (the theory says 2x), and for each point the CPU of every node container
+# (from the container's cgroup), each above 0 and within its 0.5-core limit (0.6 allows for
+# the edges of the measured window). The sweep brings its project down itself: afterwards
+# nothing of it is left.
+compose_sweep() {
+    local dir=$work/sweep ports facts kind left
+    mkdir -p "$dir"
+    read -r -a ports < <(free_ports 2)
+    cat >"$dir/base.yaml" <<EOF
+balancer:
+  listen: 127.0.0.1:${ports[0]}
+  admin: 127.0.0.1:${ports[1]}
+nodes:
+  - { name: node, replicas: 1, workers: 2, cpus: 0.5, port: 8081 }
+EOF
+    other_projects[$sweep_project]=$dir/out/compose-lab/compose.yaml   # for cleanup, should it fail midway
+    "$bin" sweep --topology "$dir/base.yaml" --compose --vary replicas=1,2 --path /op2 \
+        --duration 2s --rounds 1 --warmup 1s --pause 300ms --out "$dir/out" >"$dir/sweep.out" 2>"$dir/sweep.err" ||
+        fail "scalelab sweep --compose failed: $(tail -n 5 "$dir/sweep.err")"
+    facts=$(check_sweep_results "$dir/out/results.json" 2>&1) || fail "$facts"
+    log "sweep: $facts"
+    [[ -z $(docker compose -p "$sweep_project" -f "$dir/out/compose-lab/compose.yaml" ps -aq) ]] ||
+        fail "docker compose -p $sweep_project ps still lists containers"
+    for kind in "ps -a" "network ls" "volume ls"; do
+        # shellcheck disable=SC2086 # kind is two words on purpose
+        left=$(docker $kind -q --filter "label=com.docker.compose.project=$sweep_project")
+        [[ -z $left ]] || fail "after the sweep, docker $kind still lists: $left"
+    done
+    unset "other_projects[$sweep_project]"
+}
+
+workers_of_is() { [[ $(workers_of "$1") -eq $2 ]]; }
+
+# One line about a load report on one node of WORKERS workers: throughput, fairness over the
+# workers, latency. The report's Jain index counts only the workers that answered (one worker
+# taking everything scores 1.0), so the line adds the index over all WORKERS, idle ones as 0.
+#   describe_spread REPORT WORKERS
+describe_spread() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+r, n = json.load(open(sys.argv[1])), int(sys.argv[2])
+counts = [sum(v for k, v in r["by_worker"].items() if k.endswith("/%d" % w)) for w in range(1, n + 1)]
+jain_all = sum(counts) ** 2 / (n * sum(c * c for c in counts)) if any(counts) else 0
+f, l = r["fairness"]["workers"], r["latency_ms"]
+print("%.1f req/s; requests by worker [%s]; Jain %.3f over the %d that answered (busiest %.2fx the mean), "
+      "%.3f over all %d; latency ms mean %.1f, p50 %.1f, p99 %.1f, stdev %.1f; %d errors"
+      % (r["rps"], " ".join(map(str, counts)), f["jain"], f["count"], f["max_over_mean"], jain_all, n,
+         l["mean"], l["p50"], l["p99"], l["stdev"], r["errors"]))
+PY
+}
+
+# The distribution modes (nodes[].distribution), each rendered into the node's command: one
+# node container of 4 workers (cpus 1.0) per mode, as the Compose project scalelab-dist (its
+# node service only: no balancer), loaded straight at the container's address on the
+# project's network (not published; the host reaches it) with 16 connections of /op2 for 5 s.
+# Logged for each mode: throughput, requests per worker, Jain's index over the workers (1 =
+# even, 0.25 = one of 4 took everything), the busiest worker against the mean, and latency
+# (mean, p50, p99, stdev).
+# Asserted: the node says it runs that mode (/info); no request of the load fails; and all 4
+# workers serve, asked on new connections spread in time (workers_answering: a worker busy
+# with a 100 ms request cannot accept the next one), up to 3 times 16 of them. Not from the
+# load itself: its 16 connections are all opened at once and kept, so how they land is the
+# very thing measured. With `shared`, one worker may accept all 16 (seen: [212 0 0 0]); with
+# `reuseport`, the kernel's hash leaves a worker without any 4 times in 100.
+distribution_modes() {
+    local dir=$work/dist mode c ip got facts seen
+    mkdir -p "$dir"
+    other_projects[$dist_project]=$dir/compose.yaml
+    for mode in shared reuseport round_robin; do
+        # The balancer's addresses are never bound: only the node service is started.
+        cat >"$dir/topology.yaml" <<EOF
+balancer: { listen: 127.0.0.1:8080, admin: 127.0.0.1:9090 }
+nodes:
+  - { name: node, replicas: 1, workers: 4, cpus: 1.0, port: 8081, distribution: $mode }
+EOF
+        "$bin" compose --topology "$dir/topology.yaml" >/dev/null
+        docker compose -p "$dist_project" -f "$dir/compose.yaml" up -d --no-build --wait --wait-timeout 60 node \
+            >"$dir/up.log" 2>&1 || fail "up with distribution $mode: $(tail -n 5 "$dir/up.log")"
+        c=$(docker ps -q --filter "label=com.docker.compose.project=$dist_project" --filter label=com.docker.compose.service=node)
+        [[ -n $c && $(wc -l <<<"$c") == 1 ]] || fail "expected one node container, found [$c]"
+        wait_until 20 "4 workers with distribution $mode" workers_of_is "$c" 4
+        ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$c")
+        got=$(curl -fsS --max-time 5 "http://$ip:8081/info" | json 'r["distribution"]') || fail "GET /info on $ip:8081"
+        [[ $got == "$mode" ]] || fail "the node runs distribution $got, the topology says $mode"
+        "$bin" load --url "http://$ip:8081" --path /op2 --connections 16 --duration 5s --json --no-progress \
+            >"$dir/$mode.json" 2>"$dir/load.err" || fail "load with distribution $mode: $(cat "$dir/load.err")"
+        facts=$(describe_spread "$dir/$mode.json" 4) || fail "no fairness in the load report with distribution $mode"
+        log "distribution $mode: $facts"
+        [[ $(json 'r["errors"]' <"$dir/$mode.json") == 0 ]] || fail "distribution $mode: requests failed"
+        seen=""
+        for _ in 1 2 3; do
+            seen=$({ tr ' ' '\n' <<<"$seen"; workers_answering "$ip:8081" 16; } | grep . | sort -un | xargs)
+            [[ $seen == "1 2 3 4" ]] && break
+        done
+        [[ $seen == "1 2 3 4" ]] || fail "distribution $mode: workers 1 to 4 should answer new connections, saw [$seen]"
+    done
+    docker compose -p "$dist_project" -f "$dir/compose.yaml" down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 ||
+        fail "docker compose down of $dist_project failed"
+    unset "other_projects[$dist_project]"
+    [[ -z $(docker ps -aq --filter "label=com.docker.compose.project=$dist_project") ]] || fail "$dist_project left containers"
 }
 
 # ---- checks: swarm -----------------------------------------------------------------------
@@ -629,7 +872,7 @@ swarm_leave() {
 
 # ---- run ---------------------------------------------------------------------------------
 
-check setup docker_env_up
+check setup setup_tools
 check hadolint lint_dockerfile
 check dockerfile-workspace dockerfile_matches_workspace
 check image assemble_image
@@ -641,7 +884,10 @@ check scale-under-load scale_under_load
 check kill-node-under-load kill_node_under_load
 check balancer-killed-under-load balancer_killed_under_load
 check worker-edit-live worker_edit_applies_live
+check dashboard dashboard_follows_compose_lab
 check compose-down compose_down_leaves_nothing
+check compose-sweep compose_sweep
+check distribution-modes distribution_modes
 check swarm-init swarm_init
 check stack-deploy stack_deploy_and_load
 check swarm-leave swarm_leave

@@ -12,9 +12,11 @@
 //! commands are the node's and balancer's own argument types written out (`to_args`). The
 //! project directory is mounted read-only: node primaries read `workers` and `workload` from
 //! `topology.yaml` themselves, so a worker-count edit needs no container restart (and is not
-//! part of the rendered command, so re-rendering does not recreate containers). Every replica
-//! listens on its group's `port`; the balancer re-resolves the group's DNS name, so scaling
-//! needs no balancer restart.
+//! part of the rendered command, so re-rendering does not recreate containers). A group's
+//! `distribution` is in its command (`--distribution`; a node binds its sockets for it once, at
+//! start), so changing it recreates that group's containers, as a `cpus` change does. Every
+//! replica listens on its group's `port`; the balancer re-resolves the group's DNS name, so
+//! scaling needs no balancer restart.
 //!
 //! In `compose.yaml`, the image is built from the Dockerfile by the first `docker compose up`
 //! that finds it missing, once, and never pulled: see [`Service::builds`].
@@ -181,7 +183,7 @@ fn balancer_service(y: &mut String, t: &Topology, cfg: &str, target: Target) {
     match target {
         Target::Compose => {
             let _ = writeln!(y, "      - \"127.0.0.1:{lp}:{lp}\"   # traffic");
-            let _ = writeln!(y, "      - \"127.0.0.1:{ap}:{ap}\"   # admin: /metrics, /state");
+            let _ = writeln!(y, "      - \"127.0.0.1:{ap}:{ap}\"   # admin: dashboard (/), /metrics, /state");
             y.push_str("    depends_on:\n");
             for g in &t.nodes {
                 let _ = writeln!(y, "      {}: {{ condition: service_healthy }}", g.name);
@@ -274,6 +276,7 @@ pub fn run(path: &Path, check: bool) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scalelab_topology::Distribution;
 
     fn topo(workers: usize) -> Topology {
         Topology::from_yaml(&format!(
@@ -321,6 +324,39 @@ mod tests {
     fn worker_edits_do_not_change_the_rendered_files() {
         for target in [Target::Compose, Target::Swarm] {
             assert_eq!(render(&topo(2), "t.yaml", target), render(&topo(5), "t.yaml", target));
+        }
+    }
+
+    /// Every node command in `y`, parsed back with the node's own flags, in file order.
+    fn node_commands(y: &str) -> Vec<NodeArgs> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        y.lines()
+            .filter_map(|l| l.trim().strip_prefix("command: "))
+            .map(|c| serde_json::from_str::<Vec<String>>(c).expect("a command is a JSON array"))
+            .filter(|argv| argv[0] == "node")
+            .map(|argv| <Cli as clap::Parser>::try_parse_from(argv).unwrap().node)
+            .collect()
+    }
+
+    #[test]
+    fn distribution_is_in_the_node_command() {
+        let t = Topology::from_yaml(
+            "balancer: { listen: 127.0.0.1:8080, admin: 127.0.0.1:9090 }\n\
+             nodes:\n  - { name: rr, replicas: 1, workers: 4, port: 8081, distribution: round_robin }\n\
+             \x20 - { name: rp, replicas: 1, workers: 4, port: 8082, distribution: reuseport }\n\
+             \x20 - { name: sh, replicas: 1, workers: 4, port: 8083 }\n",
+        )
+        .unwrap();
+        for target in [Target::Compose, Target::Swarm] {
+            let y = render(&t, "topology.yaml", target);
+            let modes: Vec<_> = node_commands(&y).into_iter().map(|a| a.distribution).collect();
+            assert_eq!(modes, [Distribution::RoundRobin, Distribution::Reuseport, Distribution::Shared]);
+            // The default stays off the command line, so adding the field changes nothing.
+            assert_eq!(y.matches("\"--distribution\"").count(), 2);
         }
     }
 

@@ -19,13 +19,22 @@ const SHOWN: &str = "JSON.stringify({status: document.getElementById('status').t
     workers: [...document.querySelectorAll('.worker')].map(w => `${w.dataset.node}/${w.dataset.worker}=${w.dataset.rps}`), \
     changes: [...document.querySelectorAll('#changes li')].map(c => c.textContent)})";
 
-/// True when every `node/worker` in `workers` is on the page with a rate above zero.
-fn all_serving(workers: &[String]) -> String {
-    let list = serde_json::to_string(workers).unwrap();
+/// True when the page shows every node in `nodes` with workers 1 to `workers`, each with a rate
+/// above zero. A name may repeat: with DNS discovery (Compose) every container of a group is
+/// a backend named after the group, so the page has one box per container, all with that
+/// name; each of them must show every worker serving.
+fn all_serving(nodes: &[String], workers: usize) -> String {
+    let mut count = std::collections::BTreeMap::<&str, usize>::new();
+    for n in nodes {
+        *count.entry(n).or_default() += 1;
+    }
+    let count = serde_json::to_string(&count).unwrap();
     format!(
-        "{list}.every(nw => {{ const [n, w] = nw.split('/'); \
-         const e = document.querySelector(`.worker[data-node=\"${{n}}\"][data-worker=\"${{w}}\"]`); \
-         return !!e && parseFloat(e.dataset.rps) > 0; }})"
+        "Object.entries({count}).every(([n, k]) => {{ \
+         const boxes = [...document.querySelectorAll(`.node-workers[data-node=\"${{n}}\"]`)]; \
+         return boxes.length === k && boxes.every(b => [...Array({workers}).keys()].every(i => {{ \
+           const e = b.querySelector(`.worker[data-worker=\"${{i + 1}}\"]`); \
+           return !!e && parseFloat(e.dataset.rps) > 0; }})); }})"
     )
 }
 
@@ -65,15 +74,16 @@ fn check_dashboard(
         SHOWN,
         Duration::from_secs(15),
     );
-    let expected: Vec<String> =
-        nodes.iter().flat_map(|n| (1..=workers).map(move |w| format!("{n}/{w}"))).collect();
-    page.wait_until("every node and worker serving", &all_serving(&expected), SHOWN, Duration::from_secs(20));
+    page.wait_until(
+        "every node and worker serving",
+        &all_serving(nodes, workers),
+        SHOWN,
+        Duration::from_secs(20),
+    );
     let theory = page.eval("document.getElementById('summary').textContent");
     assert!(theory.as_str().unwrap_or_default().contains("theory"), "{theory}");
 
     edit();
-    let more: Vec<String> =
-        nodes.iter().flat_map(|n| (1..=workers + 1).map(move |w| format!("{n}/{w}"))).collect();
     let marker = format!("workers {workers}→{}", workers + 1);
     page.wait_until(
         "the edit as a change marker",
@@ -83,7 +93,12 @@ fn check_dashboard(
         Duration::from_secs(15),
     );
     // New workers get connections as the balancer's pooled ones age out (upstream.max_age_ms).
-    page.wait_until("the new workers serving", &all_serving(&more), SHOWN, Duration::from_secs(25));
+    page.wait_until(
+        "the new workers serving",
+        &all_serving(nodes, workers + 1),
+        SHOWN,
+        Duration::from_secs(25),
+    );
     let canvases = page.eval("document.querySelectorAll('.chart canvas').length");
     assert!(canvases.as_u64().unwrap_or(0) >= 5, "every chart drawn: {canvases}");
     page.screenshot(shot);
@@ -154,8 +169,19 @@ fn compose_lab_dashboard() {
     let sample: serde_json::Value = serde_json::from_str(&get(admin, "/live").unwrap().body).unwrap();
     let nodes: Vec<String> =
         sample["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
-    assert_eq!(nodes.len(), state.backends.len(), "{sample}");
-    let running = load(listen, 30);
+    // One backend per container address, every one healthy, and the page's nodes are those.
+    let mut shown: Vec<&str> =
+        sample["nodes"].as_array().unwrap().iter().map(|n| n["addr"].as_str().unwrap()).collect();
+    let mut healthy: Vec<&str> =
+        state.backends.iter().filter(|b| b.healthy).map(|b| b.addr.as_str()).collect();
+    shown.sort_unstable();
+    healthy.sort_unstable();
+    assert_eq!(shown, healthy, "/live against /state: {sample}");
+    assert_eq!(healthy.len(), state.backends.len(), "every backend healthy: {state:?}");
+    // The page follows in about 5 s (2 node containers, a 2-core machine): 15 s is 3 times that.
+    const LOAD_S: u32 = 15;
+    let started = std::time::Instant::now();
+    let running = load(listen, LOAD_S);
     let original = std::fs::read_to_string(&file).unwrap();
     let edit = || {
         let edited =
@@ -165,6 +191,7 @@ fn compose_lab_dashboard() {
         std::fs::rename(&tmp, &file).unwrap();
     };
     let _page = check_dashboard(admin, &nodes, workers, edit, "dashboard-compose.png");
+    eprintln!("the page followed the lab and its edit within {:.1?} of a {LOAD_S} s load", started.elapsed());
     let report = running.join().unwrap();
     assert_eq!(report["errors"], 0, "{report:#}");
 }

@@ -65,7 +65,8 @@ fn usl(sigma: f64, kappa: f64, lambda: f64, r_squared: f64, points: usize) -> Us
 fn point(value: f64, n: f64, rps: f64, weights: &[(String, f64)]) -> Point {
     let theory = 1000.0 * n.min(4.0);
     let ms = |x: f64| if rps > 0.0 { x * 64.0 / rps * 1000.0 } else { 0.0 };
-    let latency = Percentiles { p50: ms(0.9), p90: ms(1.6), p99: ms(3.1), p999: ms(6.5), max: ms(9.0) };
+    let latency =
+        Percentiles { p50: ms(0.9), p90: ms(1.6), p99: ms(3.1), p999: ms(6.5), max: ms(9.0), stdev: ms(1.2) };
     let total = rps * 30.0;
     let sum: f64 = weights.iter().map(|(_, w)| w).sum();
     let by_worker: BTreeMap<String, u64> =

@@ -171,6 +171,9 @@ struct Previous {
     retries: u64,
     workers: HashMap<usize, u64>,
     cpu: Option<(Duration, Instant)>,
+    /// The name the node gave on `/stats` (with DNS discovery, where every container of a
+    /// group shares the group's name, `node@<hostname>` tells them apart).
+    own_name: Option<String>,
 }
 
 /// The background service that samples once a second.
@@ -248,6 +251,9 @@ where
             let rps = per_s(requests, prev.requests);
             let counts: HashMap<usize, u64> = entry.traffic.worker_counts().into_iter().collect();
             let (group, configured, cap) = group_of(&topology, &entry.name);
+            if let Some(name) = stats.get(&addr).and_then(|s| s.node.clone()) {
+                prev.own_name = Some(name);
+            }
             let mut ids: Vec<usize> = counts.keys().copied().filter(|&id| id > 0).collect();
             ids.extend((1..=configured).filter(|id| !counts.contains_key(id)));
             ids.sort_unstable();
@@ -267,7 +273,7 @@ where
             let cpu = cpu_rate(stats.get(&addr), &mut prev.cpu);
             let latency = entry.traffic.rotate();
             nodes.push(NodeSample {
-                name: entry.name.clone(),
+                name: prev.own_name.clone().unwrap_or_else(|| entry.name.clone()),
                 addr: entry.addr.clone(),
                 group,
                 healthy: backends.ready(b),
@@ -291,7 +297,15 @@ where
                     })
                     .collect(),
             });
-            *prev = Previous { requests, op2, errors, retries, workers: counts, cpu: prev.cpu };
+            *prev = Previous {
+                requests,
+                op2,
+                errors,
+                retries,
+                workers: counts,
+                cpu: prev.cpu,
+                own_name: prev.own_name.take(),
+            };
         }
         previous.retain(|a, _| addrs.contains(a));
         let changes = self.live.changes.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();

@@ -17,8 +17,11 @@ use tokio::task::JoinSet;
 const STATS_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A node's `/stats` document.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct NodeStats {
+    /// The node's own name (`node-1`, or `node@<hostname>` in a container).
+    #[serde(default)]
+    pub node: Option<String>,
     /// CPU its processes used since its cgroup began, µs; `None` when it cannot read one.
     #[serde(default, rename = "cpu_used_us", deserialize_with = "micros")]
     pub cpu_used: Option<Duration>,

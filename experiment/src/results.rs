@@ -120,6 +120,9 @@ pub struct Percentiles {
     pub p99: f64,
     pub p999: f64,
     pub max: f64,
+    /// Standard deviation, ms.
+    #[serde(default)]
+    pub stdev: f64,
 }
 
 /// A Universal Scalability Law fit: X(N) = λN / (1 + σ(N−1) + κN(N−1)).

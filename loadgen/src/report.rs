@@ -375,7 +375,9 @@ impl Latency {
     }
 }
 
-/// How evenly responses were spread, over the nodes and over the workers that answered.
+/// How evenly responses were spread, over the nodes and over the workers that answered. A
+/// worker that answered nothing is not counted (the load tool cannot know it exists):
+/// `count` says how many were.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Fairness {
     /// Over `by_node`; `None` without attributed responses.

@@ -93,6 +93,7 @@ impl Algorithm {
 /// How a node spreads connections over its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "cli", value(rename_all = "snake_case"))]
 #[serde(rename_all = "snake_case")]
 pub enum Distribution {
     /// Every worker accepts on one shared socket; the kernel wakes one of them per connection

@@ -74,7 +74,8 @@ mod tests {
     /// A fixture point at scale `n`: `rps` median with rounds ±3%, latencies growing with the
     /// load, `workers` even shares.
     fn point(value: f64, n: f64, rps: f64, workers: usize) -> Point {
-        let latency = Percentiles { p50: 2.0 * n, p90: 3.5 * n, p99: 6.0 * n, p999: 11.0 * n, max: 20.0 * n };
+        let latency =
+            Percentiles { p50: 2.0 * n, p90: 3.5 * n, p99: 6.0 * n, p999: 11.0 * n, max: 20.0 * n, stdev: n };
         let by_worker: BTreeMap<String, u64> = (0..workers)
             .map(|w| (format!("node-1/{}", w + 1), (rps * 30.0) as u64 / workers as u64))
             .collect();

@@ -221,9 +221,14 @@ async fn sweep(args: &SweepArgs, plan: &Plan) -> anyhow::Result<Outcome> {
     };
     let first = &plan.series[0].1[0];
     let started = tokio::select! {
-        r = Runner::start(first, args.compose, &args.out) => r,
-        _ = int.recv() => return Ok(Outcome { results, stopped: Some("interrupted".into()) }),
-        _ = term.recv() => return Ok(Outcome { results, stopped: Some("interrupted".into()) }),
+        r = Runner::start(first, args.compose, &args.out) => Some(r),
+        _ = int.recv() => None,
+        _ = term.recv() => None,
+    };
+    let Some(started) = started else {
+        // A native lab stops with its dropped start; a Compose project outlives it.
+        runner::abandon(args.compose, &args.out).await;
+        return Ok(Outcome { results, stopped: Some("interrupted".into()) });
     };
     let mut runner = started?;
     let per_point = args.warmup + (args.duration + args.pause) * args.rounds + POINT_OVERHEAD;
@@ -408,7 +413,7 @@ fn point(
 }
 
 fn percentiles(l: &scalelab_loadgen::Latency) -> Percentiles {
-    Percentiles { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, max: l.max }
+    Percentiles { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, max: l.max, stdev: l.stdev }
 }
 
 /// Fits the USL to every round of every point of `series` (x = the point's scale), or notes

@@ -34,7 +34,12 @@ impl Runner {
         if compose {
             let lab = ComposeLab::create(work_dir.join("compose-lab")).await?;
             let mut runner = Runner::Compose(lab);
-            runner.apply(first).await?;
+            if let Err(e) = runner.apply(first).await {
+                // `up` may have started some containers before it failed (a published port
+                // already taken fails only the balancer's): the sweep leaves none behind.
+                runner.shutdown().await;
+                return Err(e);
+            }
             return Ok(runner);
         }
         // The children log warnings only: the sweep's own progress is what the terminal shows.
@@ -79,6 +84,15 @@ impl Runner {
             Runner::Native(lab) => lab.shutdown(std::future::pending()).await,
             Runner::Compose(lab) => lab.down().await,
         }
+    }
+}
+
+/// Stops whatever a start that was interrupted may have left: a Compose project outlives the
+/// dropped future that started it (a native lab's processes die with it).
+pub async fn abandon(compose: bool, work_dir: &Path) {
+    if compose {
+        let lab = ComposeLab { dir: work_dir.join("compose-lab"), exe: PathBuf::new(), admin: None };
+        lab.down().await;
     }
 }
 
@@ -137,7 +151,7 @@ impl ComposeLab {
     }
 
     /// CPU used by each node container, from its cgroup (v1 `cpuacct.usage` or v2
-    /// `cpu.stat`), by container name.
+    /// `cpu.stat`), by the node's own name (`node@<hostname>`).
     async fn cpu_used(&self) -> BTreeMap<String, Duration> {
         let Ok(ids) = docker(&[
             "ps",
@@ -155,7 +169,7 @@ impl ComposeLab {
             let Ok(name) = docker(&[
                 "inspect",
                 "--format",
-                "{{.Name}} {{index .Config.Labels \"com.docker.compose.service\"}}",
+                "{{.Config.Hostname}} {{index .Config.Labels \"com.docker.compose.service\"}}",
                 id,
             ])
             .await
@@ -163,13 +177,14 @@ impl ComposeLab {
                 continue;
             };
             let mut parts = name.split_whitespace();
-            let (name, service) =
-                (parts.next().unwrap_or_default().trim_start_matches('/'), parts.next().unwrap_or_default());
+            let (hostname, service) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
             if service == "balancer" || service == "load" {
                 continue;
             }
+            // Keyed as the node names itself in `x-node` (`<group>@<hostname>`, see compose.rs),
+            // so CPU lines up with who served what.
             if let Some(d) = container_cpu(id) {
-                used.insert(name.to_string(), d);
+                used.insert(format!("{service}@{hostname}"), d);
             }
         }
         used
@@ -177,6 +192,9 @@ impl ComposeLab {
 
     async fn down(self) {
         let compose = self.dir.join("compose.yaml");
+        if !compose.exists() {
+            return; // never rendered, so never brought up
+        }
         let compose = compose.to_string_lossy();
         if let Err(e) =
             docker(&["compose", "-p", PROJECT, "-f", &compose, "down", "--remove-orphans", "--timeout", "10"])

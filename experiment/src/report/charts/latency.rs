@@ -136,7 +136,7 @@ mod tests {
     fn zero_latencies_are_not_drawn() {
         let zero = Percentiles::default();
         assert!(drawable(&zero).is_empty());
-        let some = Percentiles { p50: 1.0, p90: 2.0, p99: 0.0, p999: 8.0, max: 9.0 };
+        let some = Percentiles { p50: 1.0, p90: 2.0, p99: 0.0, p999: 8.0, max: 9.0, stdev: 1.0 };
         assert_eq!(drawable(&some).len(), 3);
     }
 }
