@@ -115,6 +115,9 @@ pub struct TopologyWatcher {
     watch: Mutex<Watched>,
     topology: Arc<ArcSwap<Topology>>,
     live: Arc<Live>,
+    /// Started by a supervisor (`scalelab up`) that replaces this process when `balancer:`
+    /// changes, so such an edit is news, not a warning.
+    supervised: bool,
 }
 
 /// The file and its rejection note, as last seen.
@@ -126,11 +129,17 @@ struct Watched {
 
 impl TopologyWatcher {
     /// A watcher publishing into `topology`. `watch` should already have been polled once
-    /// (its first poll always reports the file).
-    pub fn new(watch: TopologyWatch, topology: Arc<ArcSwap<Topology>>, live: Arc<Live>) -> TopologyWatcher {
+    /// (its first poll always reports the file). `supervised`: a supervisor restarts this
+    /// process on a `balancer:` edit.
+    pub fn new(
+        watch: TopologyWatch,
+        topology: Arc<ArcSwap<Topology>>,
+        live: Arc<Live>,
+        supervised: bool,
+    ) -> TopologyWatcher {
         let rejected = watch.path().with_file_name("rejected.txt");
         let watched = Watched { topology: watch, rejected, rejected_seen: None };
-        TopologyWatcher { watch: Mutex::new(watched), topology, live }
+        TopologyWatcher { watch: Mutex::new(watched), topology, live, supervised }
     }
 
     /// One poll: publish a valid edit, log an invalid one.
@@ -149,7 +158,9 @@ impl TopologyWatcher {
             Some(Ok(next)) => {
                 let current = self.topology.load();
                 self.live.changed(scalelab_topology::diff::changes(&current, &next));
-                if next.balancer != current.balancer {
+                if next.balancer != current.balancer && self.supervised {
+                    tracing::info!("topology: balancer settings changed; a successor takes over the sockets");
+                } else if next.balancer != current.balancer {
                     tracing::warn!(
                         "topology: balancer settings changed; backends follow the edit, but listeners, \
                          algorithm, health checks and threads keep their startup values until a restart"

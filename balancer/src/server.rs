@@ -213,8 +213,10 @@ where
     let backends = server.add_service(backends);
 
     let live = Arc::new(Live::default());
-    let watcher =
-        background_service("topology watch", TopologyWatcher::new(watch, topology.clone(), live.clone()));
+    let watcher = background_service(
+        "topology watch",
+        TopologyWatcher::new(watch, topology.clone(), live.clone(), settings.ready_fd.is_some()),
+    );
     server.add_service(watcher);
 
     let connect_timeout = Duration::from_millis(health.timeout_ms.max(1));

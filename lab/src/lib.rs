@@ -165,14 +165,27 @@ impl Lab {
         let end = Instant::now() + within;
         let probe = loop {
             let probe = self.ask(Command::Probe).await.ok_or(NotReady::Gone)?;
-            if probe.balancer_ready {
+            if probe.balancer_ready && probe.settled {
                 break probe;
             }
             if Instant::now() >= end {
-                return Err(NotReady::Balancer(within));
+                return Err(if probe.balancer_ready {
+                    NotReady::Nodes(format!(
+                        "nodes {:?} still wait for their predecessors to exit",
+                        probe.names
+                    ))
+                } else {
+                    NotReady::Balancer(within)
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        // A node restarted on its own port answers the balancer's health checks only once it
+        // listens again; until then the balancer may still call the old one healthy.
+        let late = ready::listening(&probe.node_addrs, end.saturating_duration_since(Instant::now())).await;
+        if !late.is_empty() {
+            return Err(NotReady::Nodes(format!("nodes at {late:?} do not accept connections")));
+        }
         let left = end.saturating_duration_since(Instant::now());
         ready::balancer_sees(probe.admin, &probe.names, left).await.map_err(NotReady::Nodes)
     }

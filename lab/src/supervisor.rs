@@ -64,10 +64,14 @@ pub enum Command {
 /// What readiness needs to know.
 pub struct Probe {
     pub admin: SocketAddr,
-    /// The node names the balancer should list.
+    /// The node names the balancer should list: those running and those waiting to start.
     pub names: Vec<String>,
     /// The running balancer reported ready.
     pub balancer_ready: bool,
+    /// No node waits for its predecessor to free its port (a distribution change is done).
+    pub settled: bool,
+    /// Where the running nodes listen.
+    pub node_addrs: Vec<SocketAddr>,
 }
 
 /// The balancer's two sockets and the addresses they are bound to.
@@ -373,10 +377,14 @@ impl Supervisor {
                 let _ = reply.send(self.view());
             }
             Command::Probe(reply) => {
+                let mut names: Vec<String> = self.nodes.keys().cloned().collect();
+                names.extend(self.after_exit.iter().map(|(r, _)| r.name.clone()));
                 let _ = reply.send(Probe {
                     admin: self.topology.balancer.admin,
-                    names: self.nodes.keys().cloned().collect(),
+                    names,
                     balancer_ready: self.balancer.has_reported,
+                    settled: self.after_exit.is_empty(),
+                    node_addrs: self.node_addrs(),
                 });
             }
             Command::CpuUsage(reply) => {

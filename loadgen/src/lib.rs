@@ -7,7 +7,7 @@
 //! A pipeline, one file per stage:
 //!
 //! - `config.rs`: [`LoadConfig`], the validated description of a run, and [`LoadError`].
-//! - `mix.rs`: [`Mix`], the `--mix op1=9,op2=1` paths, unrolled into a fixed interleave.
+//! - `mix.rs`: [`Mix`], the `--mix op1=9,op2=1` paths, unrolled into a shuffled, reproducible sequence.
 //! - `schedule.rs`: [`Schedule`], the load model as data: it hands out tickets (which path,
 //!   and in open loop when it is meant to go) until the count or the duration runs out.
 //! - `client.rs`: one kept-alive hyper connection and the single worker loop, which turns
@@ -70,7 +70,7 @@ pub struct LoadArgs {
     pub path: String,
 
     /// Weighted paths, e.g. `op1=9,op2=1` (`opN` means `/opN`; `/x?y=1=3` is a literal path
-    /// with weight 3). Requests interleave deterministically in these proportions.
+    /// with weight 3). Requests sequence deterministically in these proportions.
     #[arg(long, value_name = "PATH=WEIGHT,...")]
     pub mix: Option<Mix>,
 

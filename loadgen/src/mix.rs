@@ -1,16 +1,27 @@
 //! The request mix: which paths a run requests and in what proportion (`--mix op1=9,op2=1`).
 //!
-//! A mix is parsed once, then unrolled into a fixed *interleave*: a sequence of path indices,
-//! one per request, in which every path appears exactly `weight` times per cycle, spread as
-//! evenly as the weights allow (smooth weighted round robin, the algorithm nginx uses for
-//! upstream weights). Request `i` of a run uses `interleave[i % len]`, so a run of a whole
-//! number of cycles hits every path in exactly the asked proportion, with no randomness.
+//! A mix is parsed once, then unrolled into a fixed *sequence* of path indices, one per
+//! request: request `i` of a run uses `sequence[i % len]`. The sequence is made of cycles of
+//! `weight` copies of each path, every cycle shuffled by a PRNG with a fixed seed, so:
+//!
+//! - every whole cycle (10 requests for `op1=9,op2=1`) holds each path exactly `weight` times;
+//! - two runs of the same mix send the same paths in the same order (reproducible);
+//! - the order has no short period. A strictly periodic order (`op1` nine times, then `op2`)
+//!   aliases with a round-robin balancer: with two backends every `/op2` lands on the same
+//!   one, and round robin looks far worse than it is on real traffic.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// The largest sum of weights accepted: it is the length of the unrolled interleave.
+/// The largest sum of weights accepted: it is the length of one cycle of the sequence.
 pub const MAX_TOTAL_WEIGHT: u32 = 100_000;
+
+/// The sequence repeats whole cycles until it is at least this long, so its period is far
+/// longer than any balancer's rotation.
+const MIN_SEQUENCE: usize = 4096;
+
+/// The PRNG seed: fixed, so a mix always unrolls to the same sequence.
+const SEED: u64 = 0x5CA1_E1AB;
 
 /// Why a `--mix` value was rejected; every message names the entry at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,32 +77,23 @@ impl Mix {
         self.entries.iter().map(|e| e.path.as_str())
     }
 
-    /// The deterministic per-request sequence of entry indices, one weight-sum long.
-    ///
-    /// ```text
-    /// op1=3,op2=1:  current += weight; pick the largest; picked -= total (4)
-    ///   step  current(before pick)  pick   current(after)
-    ///   1     [3, 1]                op1    [-1, 1]
-    ///   2     [2, 2]                op1    [-2, 2]   (ties go to the first entry)
-    ///   3     [1, 3]                op2    [ 1,-1]
-    ///   4     [4, 0]                op1    [ 0, 0]   -> back to the start
-    /// ```
-    pub fn interleave(&self) -> Vec<u16> {
-        let total: i64 = self.entries.iter().map(|e| i64::from(e.weight)).sum();
-        let mut current = vec![0i64; self.entries.len()];
-        let mut seq = Vec::with_capacity(total as usize);
-        for _ in 0..total {
-            for (c, e) in current.iter_mut().zip(&self.entries) {
-                *c += i64::from(e.weight);
-            }
-            let mut pick = 0;
-            for (i, c) in current.iter().enumerate() {
-                if *c > current[pick] {
-                    pick = i;
-                }
-            }
-            current[pick] -= total;
-            seq.push(pick as u16);
+    /// The per-request sequence of entry indices: whole shuffled cycles (see the module
+    /// comment), at least [`MIN_SEQUENCE`] long unless the mix has a single path.
+    pub fn sequence(&self) -> Vec<u16> {
+        let cycle: Vec<u16> = (0u16..)
+            .zip(&self.entries)
+            .flat_map(|(i, e)| std::iter::repeat_n(i, e.weight as usize))
+            .collect();
+        if self.entries.len() == 1 {
+            return cycle;
+        }
+        let cycles = MIN_SEQUENCE.div_ceil(cycle.len());
+        let mut rng = fastrand::Rng::with_seed(SEED);
+        let mut seq = Vec::with_capacity(cycles * cycle.len());
+        for _ in 0..cycles {
+            let mut c = cycle.clone();
+            rng.shuffle(&mut c);
+            seq.extend_from_slice(&c);
         }
         seq
     }
@@ -178,36 +180,45 @@ mod tests {
     }
 
     #[test]
-    fn interleave_is_exact_and_spread() {
-        let m = mix("op1=3,op2=1");
-        let seq = m.interleave();
-        assert_eq!(paths_of(&m, &seq), ["/op1", "/op1", "/op2", "/op1"]);
-
-        let m = mix("a=9,b=1");
-        let seq = m.interleave();
-        assert_eq!(seq.len(), 10);
-        assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 1);
-
-        // Equal weights alternate rather than run in blocks.
-        let m = mix("a=2,b=2");
-        assert_eq!(m.interleave(), [0, 1, 0, 1]);
+    fn every_cycle_holds_the_exact_weights() {
+        let m = mix("a=5,b=3,c=2");
+        let seq = m.sequence();
+        assert!(seq.len() >= MIN_SEQUENCE && seq.len() % 10 == 0, "len {}", seq.len());
+        for cycle in seq.chunks(10) {
+            let mut counts = [0u32; 3];
+            for &i in cycle {
+                counts[i as usize] += 1;
+            }
+            assert_eq!(counts, [5, 3, 2]);
+        }
+        assert_eq!(paths_of(&m, &seq[..10]).iter().filter(|p| *p == "/b").count(), 3);
     }
 
     #[test]
-    fn interleave_counts_match_weights_over_many_cycles() {
-        let m = mix("a=5,b=3,c=2");
-        let seq = m.interleave();
-        let mut counts = [0u32; 3];
-        for i in 0..1000 {
-            counts[seq[i % seq.len()] as usize] += 1;
+    fn the_sequence_is_reproducible() {
+        assert_eq!(mix("op1=9,op2=1").sequence(), mix("op1=9,op2=1").sequence());
+    }
+
+    /// The reason for the shuffle: a two-backend round robin sees requests alternately, and
+    /// each backend must still get about its share of the rare path.
+    #[test]
+    fn the_rare_path_splits_evenly_between_alternate_requests() {
+        let seq = mix("op1=9,op2=1").sequence();
+        let even = seq.iter().step_by(2).filter(|&&i| i == 1).count() as f64;
+        let odd = seq.iter().skip(1).step_by(2).filter(|&&i| i == 1).count() as f64;
+        let share = even / (even + odd);
+        assert!((0.45..=0.55).contains(&share), "even {even}, odd {odd}");
+        // Same for a three-way rotation.
+        for k in 0..3 {
+            let n = seq.iter().skip(k).step_by(3).filter(|&&i| i == 1).count() as f64;
+            assert!((n / (even + odd) - 1.0 / 3.0).abs() < 0.05, "rotation slot {k}: {n}");
         }
-        assert_eq!(counts, [500, 300, 200]);
     }
 
     #[test]
     fn single_path() {
         let m = Mix::single("/op1").unwrap();
-        assert_eq!(m.interleave(), [0]);
+        assert_eq!(m.sequence(), [0]);
         assert_eq!(m.to_string(), "/op1=1");
         assert_eq!(Mix::single("op2").unwrap().entries()[0].path, "/op2");
     }

@@ -51,29 +51,29 @@ pub struct Schedule {
     deadline: Option<Instant>,
     /// No more than this many tickets in total (`--requests`).
     total: Option<u64>,
-    /// The mix unrolled to one path index per request (see `Mix::interleave`); never empty.
-    interleave: Vec<u16>,
+    /// The mix unrolled to one path index per request (see `Mix::sequence`); never empty.
+    sequence: Vec<u16>,
     /// The next ticket's index. It may run past the last ticket: every caller that sees
     /// `None` still bumped it, so it is not a count of tickets handed out.
     next: AtomicU64,
 }
 
 impl Schedule {
-    /// A schedule starting at `start`. `interleave` must not be empty.
+    /// A schedule starting at `start`. `sequence` must not be empty.
     pub fn new(
         pace: Pace,
         start: Instant,
         duration: Option<Duration>,
         total: Option<u64>,
-        interleave: Vec<u16>,
+        sequence: Vec<u16>,
     ) -> Schedule {
-        assert!(!interleave.is_empty(), "a schedule needs at least one path");
+        assert!(!sequence.is_empty(), "a schedule needs at least one path");
         Schedule {
             pace,
             start,
             deadline: duration.map(|d| start + d),
             total,
-            interleave,
+            sequence,
             next: AtomicU64::new(0),
         }
     }
@@ -130,7 +130,7 @@ impl Schedule {
                 Some(at)
             }
         };
-        let path = self.interleave[(index % self.interleave.len() as u64) as usize] as usize;
+        let path = self.sequence[(index % self.sequence.len() as u64) as usize] as usize;
         Some(Ticket { index, path, intended })
     }
 }

@@ -65,7 +65,7 @@ pub fn write_report(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -73,7 +73,7 @@ mod tests {
 
     /// A fixture point at scale `n`: `rps` median with rounds ±3%, latencies growing with the
     /// load, `workers` even shares.
-    fn point(value: f64, n: f64, rps: f64, workers: usize) -> Point {
+    pub(crate) fn point(value: f64, n: f64, rps: f64, workers: usize) -> Point {
         let latency =
             Percentiles { p50: 2.0 * n, p90: 3.5 * n, p99: 6.0 * n, p999: 11.0 * n, max: 20.0 * n, stdev: n };
         let by_worker: BTreeMap<String, u64> = (0..workers)
@@ -106,7 +106,7 @@ mod tests {
 
     /// A fixture sweep: workers 1, 2, 4 (contention-bound fit) and replicas 1, 2, 4
     /// (coherency-bound fit), on a 4-core machine.
-    fn fixture() -> Results {
+    pub(crate) fn fixture() -> Results {
         let workers_fit = UslFit {
             sigma: 0.08,
             kappa: 0.002,
