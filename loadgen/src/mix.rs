@@ -183,7 +183,7 @@ mod tests {
     fn every_cycle_holds_the_exact_weights() {
         let m = mix("a=5,b=3,c=2");
         let seq = m.sequence();
-        assert!(seq.len() >= MIN_SEQUENCE && seq.len() % 10 == 0, "len {}", seq.len());
+        assert!(seq.len() >= MIN_SEQUENCE && seq.len().is_multiple_of(10), "len {}", seq.len());
         for cycle in seq.chunks(10) {
             let mut counts = [0u32; 3];
             for &i in cycle {
