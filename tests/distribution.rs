@@ -1,4 +1,4 @@
-//! `scalelab node --distribution shared|reuseport|round-robin` as real processes on loopback:
+//! `scalelab node --distribution shared|reuseport|round_robin` as real processes on loopback:
 //! in every mode each worker serves, a killed worker comes back under the same id with no
 //! connection refused meanwhile, a live resize loses nothing, and SIGTERM drains in-flight
 //! requests; round robin also splits connections evenly.
@@ -46,7 +46,7 @@ impl Node {
         ]);
         let node = Node { proc, addr };
         let info = wait_http(&node.addr, "/info", Duration::from_secs(10)).json();
-        assert_eq!(info["distribution"], mode.replace('-', "_"), "{info}");
+        assert_eq!(info["distribution"], mode, "{info}");
         node.wait_workers(workers);
         node
     }
@@ -282,13 +282,13 @@ fn reuseport_serves_respawns_resizes_and_drains() {
 
 #[test]
 fn round_robin_serves_respawns_resizes_and_drains() {
-    serves_respawns_resizes_and_drains("round-robin");
+    serves_respawns_resizes_and_drains("round_robin");
 }
 
 #[test]
 fn round_robin_gives_every_worker_an_equal_share() {
     const PER_WORKER: usize = 10;
-    let node = Node::start("round-robin", 3);
+    let node = Node::start("round_robin", 3);
     for (path, round) in [("/op1", "at once"), ("/op2?cpu_ms=5", "one by one")] {
         let workers = if round == "at once" {
             burst(&node.addr, 3 * PER_WORKER, path)
