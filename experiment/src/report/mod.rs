@@ -212,6 +212,54 @@ pub(crate) mod tests {
         assert_eq!(html.matches("<svg").count(), 3);
     }
 
+    /// A fixture series comparing algorithms under a mix: named points, each path's latency.
+    fn choices() -> Series {
+        let choice = |i: usize, label: &str, p99: f64| {
+            let mut p = point(i as f64, 2.0, 600.0, 2);
+            p.label = Some(label.into());
+            p.latency_ms.p99 = p99;
+            p.latency_by_path_ms = BTreeMap::from([
+                ("/op1".to_string(), Percentiles { p99: p99 / 2.0, ..p.latency_ms }),
+                ("/op2".to_string(), Percentiles { p99: p99 * 2.0, ..p.latency_ms }),
+            ]);
+            p
+        };
+        Series {
+            vary: "algorithm".into(),
+            points: vec![choice(1, "round_robin", 40.0), choice(2, "least_conn", 28.0)],
+            fit: None,
+            fit_note: Some("algorithm is a choice, not a scale: the USL does not apply".into()),
+        }
+    }
+
+    #[test]
+    fn a_sweep_of_choices_has_no_throughput_chart_and_tables_each_path() {
+        let mut r = fixture();
+        r.series = vec![choices()];
+        let html = render(&r).unwrap();
+        assert!(!html.contains("chart-throughput"), "no N, so no throughput-against-N chart");
+        assert_eq!(html.matches("<svg").count(), 2, "latency and share are drawn");
+        assert!(!html.contains("table-fit"), "choices have no fit to tabulate");
+        assert!(html.contains("What the comparison shows"));
+        assert!(html.contains("shortest tail: least_conn"), "the text compares the choices");
+        assert!(html.contains("<th>/op1 p99, ms</th><th>/op2 p99, ms</th>"), "a p99 column per path");
+        // least_conn: 600 req/s, p50 4, p99 28, p99.9 22 (the fixture's), stdev 2, /op1 14, /op2 56.
+        assert!(
+            html.contains("<tr><td>least_conn</td><td>600</td><td>4.00</td><td>28.0</td><td>22.0</td>"),
+            "no least_conn row"
+        );
+        assert!(html.contains("<td>2.00</td><td>14.0</td><td>56.0</td><td>0</td>"), "no per-path p99");
+
+        // Beside scale series, the throughput chart and the fit table keep only the scales.
+        let mut both = fixture();
+        both.series.push(choices());
+        let html = render(&both).unwrap();
+        assert!(html.contains("id=\"chart-throughput\""));
+        let fits = &html[html.find("table-fit").unwrap()..];
+        let fits = &fits[..fits.find("</table>").unwrap()];
+        assert!(fits.contains("<td>workers</td>") && !fits.contains("<td>algorithm</td>"), "{fits}");
+    }
+
     #[test]
     fn write_report_round_trips_results_json() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,11 @@
 //! The page's data: what `templates/report.html` shows, with every number already formatted,
 //! built from a [`Results`] and its drawn charts.
 
+use std::collections::BTreeSet;
+
 use askama::Template;
 
-use super::charts::{share::jain_index, Charts};
+use super::charts::{is_choice, share::jain_index, Charts};
 use super::format;
 use super::text::{explain, FitText};
 use crate::results::{LoadSpec, Point, Results, Series};
@@ -22,11 +24,11 @@ pub(super) struct Page {
     started: String,
     /// The scalelab version that measured it.
     version: String,
-    /// The three charts, as SVG.
+    /// The charts, as SVG.
     charts: Charts,
-    /// One paragraph per series: what its fit means.
+    /// One paragraph per series: what its fit means, or how its choices compare.
     texts: Vec<FitText>,
-    /// One row per series: its fit's parameters.
+    /// One row per scale series: its fit's parameters (choices have none).
     fits: Vec<FitRow>,
     /// One table per series: its points.
     series: Vec<SeriesTable>,
@@ -48,6 +50,11 @@ struct FitRow {
 struct SeriesTable {
     /// The varied field, heading the first column.
     vary: String,
+    /// A choice series (algorithm, distribution): no N, theory or ratio, but the tail and,
+    /// for a mix, each path's p99.
+    choice: bool,
+    /// The paths of a mix, one p99 column each (choice tables only).
+    paths: Vec<String>,
     rows: Vec<PointRow>,
 }
 
@@ -60,6 +67,10 @@ struct PointRow {
     ratio: String,
     p50: String,
     p99: String,
+    p999: String,
+    stdev: String,
+    /// p99 of each of the table's `paths`, in order.
+    path_p99: Vec<String>,
     errors: String,
     jain: String,
 }
@@ -78,7 +89,7 @@ impl Page {
             version: results.scalelab_version.clone(),
             charts,
             texts: results.series.iter().map(explain).collect(),
-            fits: results.series.iter().map(fit_row).collect(),
+            fits: results.series.iter().filter(|s| !is_choice(s)).map(fit_row).collect(),
             series: results.series.iter().map(series_table).collect(),
         }
     }
@@ -128,10 +139,20 @@ fn fit_row(series: &Series) -> FitRow {
 }
 
 fn series_table(series: &Series) -> SeriesTable {
-    SeriesTable { vary: series.vary.clone(), rows: series.points.iter().map(point_row).collect() }
+    let choice = is_choice(series);
+    let paths: Vec<String> = match choice {
+        true => {
+            let all: BTreeSet<&String> =
+                series.points.iter().flat_map(|p| p.latency_by_path_ms.keys()).collect();
+            all.into_iter().cloned().collect()
+        }
+        false => Vec::new(),
+    };
+    let rows = series.points.iter().map(|p| point_row(p, &paths)).collect();
+    SeriesTable { vary: series.vary.clone(), choice, paths, rows }
 }
 
-fn point_row(p: &Point) -> PointRow {
+fn point_row(p: &Point, paths: &[String]) -> PointRow {
     PointRow {
         value: p.label.clone().unwrap_or_else(|| format::n(p.value)),
         n: format::n(p.n),
@@ -140,6 +161,14 @@ fn point_row(p: &Point) -> PointRow {
         ratio: if p.ratio.is_finite() { format!("{:.2}", p.ratio) } else { "-".into() },
         p50: format::ms(p.latency_ms.p50),
         p99: format::ms(p.latency_ms.p99),
+        p999: format::ms(p.latency_ms.p999),
+        stdev: format::ms(p.latency_ms.stdev),
+        path_p99: paths
+            .iter()
+            .map(|path| {
+                p.latency_by_path_ms.get(path).map(|l| format::ms(l.p99)).unwrap_or_else(|| "-".into())
+            })
+            .collect(),
         errors: p.errors.to_string(),
         jain: jain_index(&p.by_worker).map(|j| format!("{j:.2}")).unwrap_or_else(|| "-".into()),
     }

@@ -1,7 +1,9 @@
-//! What a series' fit means, in words: whether contention (σ) or coherency (κ) bounds it,
-//! where N* falls against the N that was measured, and how far to trust the fit.
+//! What a series means, in words. For a scale (workers, replicas, cpus): whether contention
+//! (σ) or coherency (κ) bounds its fit, where N* falls against the N that was measured, and how
+//! far to trust the fit. For a choice (algorithm, distribution): which choice had the shortest
+//! tail, how far apart the choices were, and whether throughput differed at all.
 
-use crate::results::{Series, UslFit};
+use crate::results::{Point, Series, UslFit};
 use crate::usl::{self, PeakPosition, Regime};
 
 use super::format;
@@ -20,9 +22,12 @@ pub struct FitText {
     pub explanation: String,
 }
 
-/// Explains the fit of `series`, or why it has none.
+/// Explains the fit of `series`, or why it has none; a choice series is compared instead.
 pub fn explain(series: &Series) -> FitText {
     let series_name = series.vary.clone();
+    if series.points.iter().any(|p| p.label.is_some()) {
+        return compare(series);
+    }
     let Some(fit) = &series.fit else {
         let why = series
             .fit_note
@@ -113,6 +118,96 @@ fn peak(fit: &UslFit, lo: f64, hi: f64) -> String {
     }
 }
 
+/// Below this spread of throughput (lowest against highest choice) the choices are said to
+/// have carried the same load: the open loop offered it, and every one kept up.
+const SAME_THROUGHPUT: f64 = 0.03;
+
+/// Compares the choices of a choice series: the shortest and longest p99 overall and per
+/// path, the throughput spread, and any errors.
+fn compare(series: &Series) -> FitText {
+    let name = |p: &Point| p.label.clone().unwrap_or_else(|| format::n(p.value));
+    let measured: Vec<&Point> = series.points.iter().filter(|p| p.latency_ms.p99 > 0.0).collect();
+    let (Some(best), Some(worst)) = (
+        measured.iter().min_by(|a, b| a.latency_ms.p99.total_cmp(&b.latency_ms.p99)),
+        measured.iter().max_by(|a, b| a.latency_ms.p99.total_cmp(&b.latency_ms.p99)),
+    ) else {
+        return FitText {
+            series: series.vary.clone(),
+            verdict: "nothing measured".into(),
+            explanation: "No choice of this series answered a request.".into(),
+        };
+    };
+    let mut sentences = vec![format!(
+        "p99 ran from {} ms ({}) to {} ms ({}){}.",
+        format::ms(best.latency_ms.p99),
+        name(best),
+        format::ms(worst.latency_ms.p99),
+        name(worst),
+        times_apart(worst.latency_ms.p99, best.latency_ms.p99),
+    )];
+    let paths: Vec<&String> = best.latency_by_path_ms.keys().collect();
+    if paths.len() > 1 {
+        for path in paths {
+            let p99 = |p: &Point| p.latency_by_path_ms.get(path).map(|l| l.p99).filter(|v| *v > 0.0);
+            let lo = measured
+                .iter()
+                .filter_map(|p| p99(p).map(|v| (v, name(p))))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            let hi = measured
+                .iter()
+                .filter_map(|p| p99(p).map(|v| (v, name(p))))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let (Some((lo, lo_name)), Some((hi, hi_name))) = (lo, hi) {
+                sentences.push(format!(
+                    "{path} alone: {} ms ({lo_name}) to {} ms ({hi_name}).",
+                    format::ms(lo),
+                    format::ms(hi)
+                ));
+            }
+        }
+    }
+    let rps = series.points.iter().map(|p| p.rps);
+    let (lo, hi) = rps.fold((f64::INFINITY, 0.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    let span = match format::rps(lo) == format::rps(hi) {
+        true => format::rps(hi),
+        false => format!("{}–{}", format::rps(lo), format::rps(hi)),
+    };
+    sentences.push(if hi > 0.0 && (hi - lo) / hi <= SAME_THROUGHPUT {
+        format!(
+            "Every choice carried the same load ({span} req/s): they differ in how long \
+             requests waited, not in how many were served."
+        )
+    } else {
+        format!(
+            "Throughput differed too: {span} req/s. A choice that served less left requests \
+             queued or failed."
+        )
+    });
+    let errors: u64 = series.points.iter().map(|p| p.errors).sum();
+    if errors > 0 {
+        let failing: Vec<String> = series
+            .points
+            .iter()
+            .filter(|p| p.errors > 0)
+            .map(|p| format!("{} {}", name(p), p.errors))
+            .collect();
+        sentences.push(format!("Errors: {}.", failing.join(", ")));
+    }
+    FitText {
+        series: series.vary.clone(),
+        verdict: format!("shortest tail: {}", name(best)),
+        explanation: sentences.join(" "),
+    }
+}
+
+/// `, 97.9× apart` when `hi` is noticeably above `lo`, nothing otherwise.
+fn times_apart(hi: f64, lo: f64) -> String {
+    match lo > 0.0 && hi / lo >= 1.1 {
+        true => format!(", {}× apart", format::sig3(hi / lo)),
+        false => String::new(),
+    }
+}
+
 /// `note` as a sentence: a capital first letter and a full stop.
 fn sentence(note: &str) -> String {
     let note = note.trim().trim_end_matches('.');
@@ -137,7 +232,7 @@ pub fn measured_range(series: &Series) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::{Percentiles, Point};
+    use crate::results::Percentiles;
 
     fn fit(sigma: f64, kappa: f64, peak_n: Option<f64>) -> UslFit {
         UslFit { sigma, kappa, lambda: 1000.0, peak_n, peak_rps: Some(5000.0), r_squared: 0.98, points: 9 }
@@ -202,5 +297,38 @@ mod tests {
         let t = explain(&none);
         assert_eq!(t.verdict, "no fit");
         assert_eq!(t.explanation, "Too few points to fit 3 parameters.");
+    }
+
+    #[test]
+    fn choices_are_compared_by_their_tail() {
+        let mut s = series(None);
+        s.vary = "algorithm".into();
+        for (p, (label, p99, op1, rps)) in s.points.iter_mut().zip([
+            ("round_robin", 2642.0, 2245.0, 540.0),
+            ("least_conn", 70.7, 22.5, 600.0),
+            ("peak_ewma", 27.0, 17.5, 599.0),
+        ]) {
+            p.label = Some(label.into());
+            p.rps = rps;
+            p.latency_ms.p99 = p99;
+            for (path, v) in [("/op1", op1), ("/op2", p99 * 1.5)] {
+                p.latency_by_path_ms.insert(path.into(), Percentiles { p99: v, ..Percentiles::default() });
+            }
+        }
+        s.points[0].errors = 3;
+        let t = explain(&s);
+        assert_eq!(t.verdict, "shortest tail: peak_ewma");
+        for expected in [
+            "p99 ran from 27.0 ms (peak_ewma) to 2,642 ms (round_robin), 97.9× apart.",
+            "/op1 alone: 17.5 ms (peak_ewma) to 2,245 ms (round_robin).",
+            "Throughput differed too: 540–600 req/s.",
+            "Errors: round_robin 3.",
+        ] {
+            assert!(t.explanation.contains(expected), "{expected:?} not in {}", t.explanation);
+        }
+        for p in &mut s.points {
+            p.rps = 600.0;
+        }
+        assert!(explain(&s).explanation.contains("Every choice carried the same load (600 req/s)"));
     }
 }

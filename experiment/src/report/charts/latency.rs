@@ -1,13 +1,14 @@
 //! Chart 2: latency percentiles of every point on an HDR axis, the way HdrHistogram's plotter
 //! draws them: x is log10(1/(1−p)), so 50%, 90%, 99% and 99.9% are evenly spaced and the tail
-//! gets as much room as the body. One line per point, coloured by series and darker for larger
-//! N. The max is not drawn: it is one request, not a percentile, and the table has the rest.
+//! gets as much room as the body. One line per point: a scale series' lines share its colour,
+//! darker for larger N; each choice has a colour of its own. The max is not drawn: it is one request, not a percentile, and the table has the rest.
 
 use plotters::prelude::*;
 
 use super::axis::TickedAxis;
 use super::{
-    canvas, draw_legend, font, legend_height, point_label, series_colour, tint, LegendEntry, Swatch,
+    canvas, draw_legend, font, is_choice, legend_height, point_label, series_colour, tint, LegendEntry,
+    Swatch,
 };
 use super::{GRID, LEGEND_WIDTH, MUTED, WIDTH};
 use crate::report::format;
@@ -90,19 +91,25 @@ pub fn draw(results: &Results) -> anyhow::Result<String> {
     })
 }
 
-/// One trace per point, in series order; a series' points go from light to dark.
+/// One trace per point, in series order. A scale series' points share a colour, going from
+/// light to dark as N grows; a choice's points (algorithm, distribution) have no order, so
+/// each gets a colour of its own.
 fn traces(results: &Results) -> Vec<Trace> {
     let mut out = Vec::new();
-    for (i, s) in results.series.iter().enumerate() {
+    let mut colour = 0;
+    for s in &results.series {
+        let choice = is_choice(s);
         let last = s.points.len().saturating_sub(1).max(1) as f64;
         for (j, p) in s.points.iter().enumerate() {
-            let t = if s.points.len() == 1 { 0.0 } else { LIGHTEST * (1.0 - j as f64 / last) };
+            let t = if choice || s.points.len() == 1 { 0.0 } else { LIGHTEST * (1.0 - j as f64 / last) };
             out.push(Trace {
                 label: point_label(&s.vary, p),
-                colour: tint(series_colour(i), t),
+                colour: tint(series_colour(colour), t),
                 values: drawable(&p.latency_ms),
             });
+            colour += usize::from(choice);
         }
+        colour += usize::from(!choice);
     }
     out
 }

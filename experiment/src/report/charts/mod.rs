@@ -45,25 +45,31 @@ const SERIES: [RGBColor; 6] = [
 /// The drawing surface every chart draws on.
 pub type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-/// The three charts as `<svg>` text.
+/// The charts as `<svg>` text.
 #[derive(Debug, Clone)]
 pub struct Charts {
-    /// Throughput against N for every series.
-    pub throughput: String,
+    /// Throughput against N for every scale series; `None` when the sweep only compares
+    /// choices, which have no N to draw against.
+    pub throughput: Option<String>,
     /// Latency percentiles per point.
     pub latency: String,
     /// Per-worker share of requests per point.
     pub share: String,
 }
 
-/// Draws all three charts of `results`.
+/// Draws the charts of `results`: all three, or latency and share alone when every series is
+/// a choice.
 pub fn draw(results: &Results) -> anyhow::Result<Charts> {
+    let scales: Vec<_> = results.series.iter().filter(|s| !is_choice(s)).cloned().collect();
+    let throughput = match scales.is_empty() {
+        true => None,
+        false => Some(
+            throughput::draw(&Results { series: scales, ..results.clone() })
+                .context("drawing the throughput chart")?,
+        ),
+    };
     Ok(Charts {
-        throughput: throughput::draw(&Results {
-            series: results.series.iter().filter(|s| !is_choice(s)).cloned().collect(),
-            ..results.clone()
-        })
-        .context("drawing the throughput chart")?,
+        throughput,
         latency: latency::draw(results).context("drawing the latency chart")?,
         share: share::draw(results).context("drawing the per-worker share chart")?,
     })
