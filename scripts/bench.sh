@@ -3,7 +3,7 @@
 # the same machine, with the same load: the machine is shared and noisy, so one absolute
 # req/s figure means little.
 #
-#   scripts/bench.sh                  # all four comparisons (about 3.5 minutes)
+#   scripts/bench.sh                  # all five comparisons (about 4.5 minutes)
 #   DURATION=3 ROUNDS=3 scripts/bench.sh   # a quicker, noisier look
 #
 # Comparisons (targets from the project's issue):

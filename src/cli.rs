@@ -30,7 +30,7 @@ pub enum Command {
     Balancer(scalelab_balancer::BalancerArgs),
     /// Drive HTTP load and report throughput, latency and who served what.
     Load(scalelab_loadgen::LoadArgs),
-    /// Measure a series of topologies (vary workers, replicas or cpus), fit the USL, draw a report.
+    /// Measure a series of topologies (vary workers, replicas, cpus, algorithm or distribution), fit the USL, draw a report.
     Sweep(scalelab_experiment::sweep::SweepArgs),
     /// Fit the Universal Scalability Law to measured (N, throughput) pairs from a CSV file.
     Fit(scalelab_experiment::fit::FitArgs),
