@@ -355,7 +355,7 @@ fn ctrl_c_while_a_node_moves_is_answered_at_once() {
     let pids: Vec<i32> =
         (0..5).map(|_| get(p.listen, "/op1").unwrap().header("x-pid").unwrap().parse().unwrap()).collect();
     t.write(&yaml(p.node_base + 1));
-    up.wait_output("node-1: moving to", Duration::from_secs(5));
+    up.wait_output("node-1: restarting on", Duration::from_secs(5));
     let signalled = std::time::Instant::now();
     up.signal(libc::SIGINT);
     up.wait_output("scalelab up: stopping", Duration::from_secs(1));

@@ -127,7 +127,13 @@ fn report(plan: &Plan) {
         println!("scalelab up: {}: started on {}", r.name, r.listen);
     }
     for r in &plan.restart {
-        println!("scalelab up: {}: moving to {}", r.name, r.listen);
+        // A port or a distribution change: the node starts again with its new sockets.
+        println!(
+            "scalelab up: {}: restarting on {} with {} distribution",
+            r.name,
+            r.listen,
+            r.distribution.as_str()
+        );
     }
     for r in &plan.stop {
         println!("scalelab up: {}: removed; stopping after the balancer drops it", r.name);
