@@ -1,7 +1,8 @@
 //! The live dashboard as a person sees it: headless Chromium keeps the page open on a real lab
 //! under load, and the test asks its DOM what it shows: every node and worker with a rate
-//! above zero, then, after a live edit of `workers`, the new workers and a change marker; and
-//! "balancer not reachable" once the lab is gone. A screenshot is kept as a test artifact.
+//! above zero, then, after a live edit of `workers`, the new workers and a change marker; a
+//! second page opened late draws the minutes before it; and "balancer not reachable" once the
+//! lab is gone. A screenshot is kept as a test artifact.
 //!
 //! The same check runs against the Docker Compose lab from scripts/test-docker.sh, through
 //! the ignored test `compose_lab_dashboard` (it needs that lab's address and topology file).
@@ -18,6 +19,9 @@ use common::*;
 const SHOWN: &str = "JSON.stringify({status: document.getElementById('status').textContent, \
     workers: [...document.querySelectorAll('.worker')].map(w => `${w.dataset.node}/${w.dataset.worker}=${w.dataset.rps}`), \
     changes: [...document.querySelectorAll('#changes li')].map(c => c.textContent)})";
+
+/// The JavaScript that counts the samples the page has drawn.
+const SAMPLES: &str = "parseInt(document.getElementById('chart-rps').dataset.samples || '0')";
 
 /// True when the page shows every node in `nodes` with workers 1 to `workers`, each with a rate
 /// above zero. A name may repeat: with DNS discovery (Compose) every container of a group is
@@ -130,6 +134,21 @@ fn the_dashboard_follows_a_live_lab_and_its_edits() {
     let mut page = check_dashboard(admin, &nodes, 1, || t.write(&yaml(2)), "dashboard.png");
     let report = running.join().unwrap();
     assert_eq!(report["errors"], 0, "{report:#}");
+
+    // A page opened late draws what happened before it: the stream starts with the balancer's
+    // recent samples, the edit's marker among them.
+    let drawn = page.eval(SAMPLES).as_u64().unwrap_or(0);
+    assert!(drawn >= 8, "the first page drew {drawn} samples");
+    let mut late = LivePage::open(&format!("http://{admin}/"), 1280, 900);
+    late.wait_until(
+        "the history and the edit on a page opened late",
+        &format!(
+            "{SAMPLES} >= {drawn} && parseInt(document.getElementById('chart-rps').dataset.markers) >= 1"
+        ),
+        SHOWN,
+        Duration::from_secs(5),
+    );
+    drop(late);
 
     // A rejected edit shows on the page, with its line.
     t.write(&yaml(2).replace("workers: 2", "workers: 0"));

@@ -1,6 +1,6 @@
-// The scalelab dashboard: reads the balancer's live samples (/events, server-sent events,
-// about one a second; /live as a fallback when the stream cannot be opened), keeps the last
-// few minutes of them, and draws them with uPlot. Charts: throughput per node with the
+// The scalelab dashboard: reads the balancer's live samples (/events, server-sent events:
+// the balancer's last 5 minutes at once, then about one a second), keeps the last few minutes
+// of them, and draws them with uPlot. Charts: throughput per node with the
 // theoretical capacity, latency, in-flight requests, CPU against the cap, errors and retries;
 // every topology change is a marker on the charts. Workers and the topology are HTML tables
 // and bars, with data-* attributes a test (or a curious reader) can query.
@@ -18,6 +18,7 @@ const state = {
   charts: {},         // id -> uPlot
   nodeKey: "",        // names the charts were built for
   last: null,         // the latest sample
+  renderPending: false,
 };
 
 function colorOf(name) {
@@ -29,6 +30,9 @@ function colorOf(name) {
 // ---- samples ----
 
 function ingest(sample) {
+  // The stream starts with the balancer's recent samples; after a reconnect some of them are
+  // already drawn.
+  if (state.times.length && sample.t <= state.times[state.times.length - 1]) return;
   state.last = sample;
   state.times.push(sample.t);
   state.theory.push(sample.theory_rps);
@@ -60,7 +64,14 @@ function ingest(sample) {
   for (const c of sample.changes) {
     if (!state.changes.some((k) => k.t === c.t && k.what === c.what)) state.changes.push(c);
   }
-  render();
+  scheduleRender();
+}
+
+// A burst of samples (the history a new stream starts with) is drawn once, not sample by sample.
+function scheduleRender() {
+  if (state.renderPending) return;
+  state.renderPending = true;
+  setTimeout(() => { state.renderPending = false; render(); }, 50);
 }
 
 // ---- charts ----
@@ -202,6 +213,7 @@ function renderTopology(sample) {
   }
   if (!state.changes.length) list.append(el("li", {}, "no change since the balancer started"));
   document.getElementById("chart-rps").dataset.markers = String(state.changes.length);
+  document.getElementById("chart-rps").dataset.samples = String(state.times.length);
 }
 
 function render() {

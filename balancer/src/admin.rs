@@ -1,12 +1,12 @@
 //! The admin listener, served by hyper on a socket of its own, beside the proxy:
 //!
-//! | path          | what                                                             |
-//! |---------------|------------------------------------------------------------------|
-//! | `/`           | the live dashboard (its script, styles and uPlot are embedded)   |
-//! | `/events`     | the live samples as server-sent events, about one a second       |
-//! | `/live`       | the latest live sample (JSON)                                    |
-//! | `/metrics`    | Prometheus text                                                  |
-//! | `/state`      | the [`StateReport`] JSON                                         |
+//! | path          | what                                                               |
+//! |---------------|--------------------------------------------------------------------|
+//! | `/`           | the live dashboard (its script, styles and uPlot are embedded)     |
+//! | `/events`     | live samples as server-sent events: the last 5 min, then one a second |
+//! | `/live`       | the latest live sample (JSON)                                      |
+//! | `/metrics`    | Prometheus text                                                    |
+//! | `/state`      | the [`StateReport`] JSON                                           |
 //!
 //! It is read-only and answers like a careful HTTP server: GET and HEAD only (others get 405
 //! with `Allow`), 404 for unknown paths, 400 for malformed requests (hyper's parser), a header
@@ -119,16 +119,26 @@ where
         }
     }
 
-    /// The live samples as server-sent events: the latest at once, then each new one.
+    /// The live samples as server-sent events: the recent ones at once (a page opened late
+    /// draws the last minutes), then each new one.
     fn events(&self) -> AdminResponse {
-        let rx = self.live.subscribe();
-        let stream = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
-            if !first && rx.changed().await.is_err() {
-                return None; // the balancer is stopping
-            }
-            let data = rx.borrow_and_update().clone();
-            let event = Bytes::from(format!("retry: 2000\ndata: {data}\n\n"));
-            Some((Ok::<_, Infallible>(Frame::data(event)), (rx, false)))
+        let (history, rx) = self.live.follow();
+        let mut first = String::from("retry: 2000\n");
+        for sample in &history {
+            first.push_str(&format!("data: {sample}\n\n"));
+        }
+        let stream = futures_util::stream::unfold((rx, Some(first)), |(mut rx, first)| async move {
+            let event = match first {
+                Some(backlog) => backlog,
+                None => {
+                    if rx.changed().await.is_err() {
+                        return None; // the balancer is stopping
+                    }
+                    let data = rx.borrow_and_update().clone();
+                    format!("data: {data}\n\n")
+                }
+            };
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), (rx, None)))
         });
         let mut response = Response::new(StreamBody::new(stream.boxed()).boxed_unsync());
         let headers = response.headers_mut();

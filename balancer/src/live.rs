@@ -2,7 +2,8 @@
 //! into rates and percentiles per node and per worker, adds each node's CPU (read from the
 //! node itself), the theoretical capacity of the topology in force, the recent topology
 //! changes and the last rejected edit, and publishes the result as one JSON document.
-//! `/events` streams it (server-sent events), `/live` answers the latest one; `/metrics`
+//! `/events` streams it (server-sent events), starting with the last [`HISTORY`] samples so a
+//! page opened late shows what happened before it; `/live` answers the latest one; `/metrics`
 //! keeps the same counts for Prometheus.
 //!
 //! One sampler serves any number of open dashboards: watching costs the proxy nothing beyond
@@ -30,6 +31,9 @@ use crate::state::Roster;
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Topology changes kept for the markers.
 const MAX_CHANGES: usize = 50;
+/// Samples kept for a dashboard that opens late: 5 minutes at one a second, the span the page
+/// draws (`HISTORY_SECONDS` in dashboard.js). A sample is a few KB per node.
+pub const HISTORY: usize = 300;
 
 /// One published sample.
 #[derive(Debug, Clone, Serialize)]
@@ -106,11 +110,12 @@ pub struct Change {
     pub what: String,
 }
 
-/// What the sampler and the topology watcher share: changes, the last rejection, and the
-/// published sample.
+/// What the sampler and the topology watcher share: changes, the last rejection, the recent
+/// samples and the published one.
 pub struct Live {
     changes: Mutex<VecDeque<Change>>,
     last_error: Mutex<Option<Change>>,
+    history: Mutex<VecDeque<Arc<str>>>,
     sample_tx: watch::Sender<Arc<str>>,
 }
 
@@ -119,6 +124,7 @@ impl Default for Live {
         Live {
             changes: Mutex::new(VecDeque::new()),
             last_error: Mutex::new(None),
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             sample_tx: watch::channel(Arc::from("{}")).0,
         }
     }
@@ -151,9 +157,26 @@ impl Live {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(Change { t: now(), what: message });
     }
 
-    /// A receiver of every published sample (JSON), starting with the latest.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<str>> {
-        self.sample_tx.subscribe()
+    /// Publishes `sample` (JSON): kept in the history, then sent to every subscriber.
+    pub fn publish(&self, sample: Arc<str>) {
+        {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            if history.len() == HISTORY {
+                history.pop_front();
+            }
+            history.push_back(sample.clone());
+        }
+        self.sample_tx.send_replace(sample);
+    }
+
+    /// The recent samples, oldest first, and a receiver of the ones published after them. A
+    /// sample published between the two may come in both: a reader skips a sample whose time
+    /// it has seen (the dashboard does).
+    pub fn follow(&self) -> (Vec<Arc<str>>, watch::Receiver<Arc<str>>) {
+        let mut rx = self.sample_tx.subscribe();
+        rx.borrow_and_update();
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        (history.iter().cloned().collect(), rx)
     }
 
     /// The latest sample (JSON).
@@ -218,9 +241,7 @@ where
             last = Instant::now();
             let sample = self.sample(&mut previous, elapsed).await;
             match serde_json::to_string(&sample) {
-                Ok(json) => {
-                    self.live.sample_tx.send_replace(Arc::from(json));
-                }
+                Ok(json) => self.live.publish(Arc::from(json)),
                 Err(e) => tracing::error!("encoding the live sample: {e}"),
             }
         }
@@ -345,4 +366,25 @@ fn cpu_rate(stats: Option<&NodeStats>, previous: &mut Option<(Duration, Instant)
     });
     *previous = Some((used, now));
     rate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_reader_gets_the_last_samples_then_only_new_ones() {
+        let live = Live::default();
+        for i in 0..HISTORY + 5 {
+            live.publish(Arc::from(format!("{{\"t\": {i}}}")));
+        }
+        let (history, mut rx) = live.follow();
+        assert_eq!(history.len(), HISTORY, "bounded");
+        assert_eq!(&*history[0], "{\"t\": 5}", "the oldest are dropped first");
+        assert_eq!(&*history[HISTORY - 1], format!("{{\"t\": {}}}", HISTORY + 4));
+        assert!(!rx.has_changed().unwrap(), "the latest came with the history");
+        live.publish(Arc::from("{\"t\": 999}"));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(&**rx.borrow_and_update(), "{\"t\": 999}");
+    }
 }
