@@ -19,6 +19,7 @@
 //! - [`metrics`]: the Prometheus registry and the metric handles the proxy updates.
 //! - [`live`]: the sampler behind the dashboard: rates, percentiles, CPU, changes, theory.
 //! - [`node_stats`]: each node's `/stats` (its CPU use and cap), asked once a second.
+//! - [`fetch`]: one JSON document by `GET`: a node's `/stats`, the balancer's `/state`.
 //! - [`admin`]: the admin listener (hyper): the dashboard (`/`, `/events`, `/live`),
 //!   `GET /metrics` and `GET /state`.
 //! - [`status`]: `StateReport`, the `/state` document, for the balancer and its readers.
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod discovery;
+pub mod fetch;
 pub mod guard;
 pub mod health;
 pub mod live;

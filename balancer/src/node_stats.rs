@@ -6,12 +6,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::task::JoinSet;
+
+use crate::fetch::get_json;
 
 /// How long one node may take to answer.
 const STATS_TIMEOUT: Duration = Duration::from_millis(300);
@@ -38,7 +36,9 @@ fn micros<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D:
 pub async fn fetch_all(addrs: &[SocketAddr]) -> HashMap<SocketAddr, NodeStats> {
     let mut asks = JoinSet::new();
     for &addr in addrs {
-        asks.spawn(async move { (addr, tokio::time::timeout(STATS_TIMEOUT, fetch(addr)).await) });
+        asks.spawn(
+            async move { (addr, tokio::time::timeout(STATS_TIMEOUT, get_json(addr, "/stats")).await) },
+        );
     }
     let mut found = HashMap::new();
     while let Some(done) = asks.join_next().await {
@@ -47,22 +47,4 @@ pub async fn fetch_all(addrs: &[SocketAddr]) -> HashMap<SocketAddr, NodeStats> {
         }
     }
     found
-}
-
-async fn fetch(addr: SocketAddr) -> Result<NodeStats, String> {
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(conn);
-    let req = hyper::Request::get("/stats")
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let ok = res.status().is_success();
-    let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    driver.abort();
-    if !ok {
-        return Err("not answered".into());
-    }
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
 }

@@ -5,10 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use scalelab_balancer::fetch::get_json;
 use scalelab_balancer::status::StateReport;
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
@@ -64,18 +61,5 @@ pub async fn balancer_sees(admin: SocketAddr, names: &[String], within: Duration
 
 /// `GET /state` from the balancer's admin listener, parsed.
 pub async fn get_state(admin: SocketAddr) -> Result<StateReport, String> {
-    let stream = TcpStream::connect(admin).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(conn);
-    let req = hyper::Request::get("/state")
-        .header(hyper::header::HOST, admin.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    if !res.status().is_success() {
-        return Err(format!("status {}", res.status()));
-    }
-    let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    driver.abort();
-    serde_json::from_slice(&body).map_err(|e| format!("not a /state document: {e}"))
+    get_json(admin, "/state").await
 }
