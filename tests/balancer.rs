@@ -532,6 +532,16 @@ fn a_full_worker_queue_is_shed_with_retry_after_and_counted() {
     assert_eq!(info["shed"].as_f64(), Some(total), "{info}");
 }
 
+/// `n` requests for `path` to `listen`, each sent at once from a thread of its own; join the
+/// threads for the responses.
+fn in_background(
+    listen: SocketAddr,
+    n: usize,
+    path: &'static str,
+) -> Vec<thread::JoinHandle<Result<Response, String>>> {
+    (0..n).map(|_| thread::spawn(move || get(listen, path))).collect()
+}
+
 /// `scalelab_balancer_in_flight{backend, name}` for each node, from `/metrics`.
 fn in_flight(lab: &Lab, nodes: usize) -> Vec<f64> {
     let text = lab.metrics();
@@ -584,12 +594,7 @@ fn in_flight_counts_go_back_to_zero_after_errors_and_aborts_and_survive_an_edit(
     // joins): least_conn spread them two per node, and the counts are still there after.
     let _node3 = spawn_node(3, lab.base);
     let edited = std::fs::read_to_string(&lab.topology.path).unwrap();
-    let slow: Vec<_> = (0..4)
-        .map(|_| {
-            let listen = lab.listen;
-            thread::spawn(move || get(listen, "/op2?cpu_ms=1500").map(|r| r.status))
-        })
-        .collect();
+    let slow = in_background(lab.listen, 4, "/op2?cpu_ms=1500");
     wait_for("four requests in flight, two per node", SETTLE, || {
         (in_flight(&lab, 2) == [2.0; 2]).then_some(())
     });
@@ -598,17 +603,12 @@ fn in_flight_counts_go_back_to_zero_after_errors_and_aborts_and_survive_an_edit(
     let counts = in_flight(&lab, 2);
     assert!(counts.iter().sum::<f64>() >= 2.0, "counts survive the rebuild: {counts:?}");
     for t in slow {
-        assert_eq!(t.join().unwrap().expect("an answer"), 200);
+        assert_eq!(t.join().unwrap().expect("an answer").status, 200);
     }
     wait_for("counts back to 0", SETTLE, || (in_flight(&lab, 3) == [0.0; 3]).then_some(()));
 
     // A node killed with requests in flight: its count is released too.
-    let slow: Vec<_> = (0..4)
-        .map(|_| {
-            let listen = lab.listen;
-            thread::spawn(move || get(listen, "/op2?cpu_ms=900").map(|r| r.status))
-        })
-        .collect();
+    let slow = in_background(lab.listen, 4, "/op2?cpu_ms=900");
     wait_for("four requests in flight", SETTLE, || {
         (in_flight(&lab, 3).iter().sum::<f64>() == 4.0).then_some(())
     });
@@ -632,14 +632,7 @@ fn least_conn_and_p2c_steer_around_a_node_busy_with_slow_requests() {
         lab.wait_state("2 healthy backends", |s| s.len() == 2 && s.values().all(|b| b.healthy));
         // Three slow requests: least-loaded picks put two on one node, one on the other, so the
         // next fast requests go to the less loaded node until the counts even out.
-        let slow: Vec<_> = (0..3)
-            .map(|_| {
-                let listen = lab.listen;
-                thread::spawn(move || {
-                    get(listen, "/op2?cpu_ms=1500").map(|r| r.header("x-node").map(String::from))
-                })
-            })
-            .collect();
+        let slow = in_background(lab.listen, 3, "/op2?cpu_ms=1500");
         wait_for("three requests in flight", SETTLE, || {
             (in_flight(&lab, 2).iter().sum::<f64>() == 3.0).then_some(())
         });

@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +14,7 @@ use std::sync::Arc;
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
-use common::{alive, get, proc_stat, wait_for, wait_http, Proc};
+use common::{alive, burst, get, proc_stat, wait_for, wait_http, Proc};
 
 /// A running node: its primary and the address its workers serve.
 struct Node {
@@ -85,33 +84,6 @@ fn identity(resp: &common::Response) -> (usize, i32) {
     let worker = resp.header("x-worker").expect("x-worker header").parse().expect("x-worker is a number");
     let pid = resp.header("x-pid").expect("x-pid header").parse().expect("x-pid is a number");
     (worker, pid)
-}
-
-/// Opens `n` connections back to back, sends one `Connection: close` request on each, then
-/// reads every answer: the connections reach the node together, as in a traffic spike.
-/// Returns the `x-worker` of each answer.
-fn burst(addr: &str, n: usize, path: &str) -> Vec<usize> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let streams: Vec<TcpStream> = (0..n)
-        .map(|_| {
-            let mut stream = TcpStream::connect(addr).expect("connect");
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            stream.write_all(request.as_bytes()).expect("send");
-            stream
-        })
-        .collect();
-    streams
-        .into_iter()
-        .map(|mut stream| {
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).expect("read the answer");
-            let worker = answer
-                .lines()
-                .find_map(|l| l.strip_prefix("x-worker: "))
-                .unwrap_or_else(|| panic!("no x-worker in {answer:?}"));
-            worker.trim().parse().expect("x-worker is a number")
-        })
-        .collect()
 }
 
 /// Responses per worker id.

@@ -13,7 +13,8 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::{
-    alive, free_ports, get, proc_stat, raw_exchange, topology_yaml, wait_for, wait_http, Proc, TopologyFile,
+    alive, burst, free_ports, get, proc_stat, raw_exchange, topology_yaml, wait_for, wait_http, Proc,
+    TopologyFile,
 };
 
 /// A running node: its primary and the address its workers share.
@@ -155,32 +156,6 @@ fn every_worker_serves_under_concurrency() {
     let distinct: BTreeSet<i32> = s.pids.values().flatten().copied().collect();
     assert_eq!(distinct.len(), 3, "one pid per worker: {:?}", s.pids);
     assert!(distinct.iter().all(|p| pids.contains(p)), "{distinct:?} vs {pids:?}");
-}
-
-/// Opens `n` connections back to back, sends one request on each, then reads every answer:
-/// the connections reach the backlog together, as in a traffic spike. Returns `x-worker` per
-/// answer.
-fn burst(addr: &str, n: usize, path: &str) -> Vec<usize> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut streams = Vec::new();
-    for _ in 0..n {
-        let mut stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        stream.write_all(request.as_bytes()).expect("send");
-        streams.push(stream);
-    }
-    streams
-        .into_iter()
-        .map(|mut stream| {
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).expect("read the answer");
-            let worker = answer
-                .lines()
-                .find_map(|l| l.strip_prefix("x-worker: "))
-                .unwrap_or_else(|| panic!("no x-worker in {answer:?}"));
-            worker.trim().parse().expect("x-worker is a number")
-        })
-        .collect()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 pub mod browser;
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -407,4 +407,31 @@ pub fn port_sockets(port: u16) -> PortSockets {
         }
     }
     out
+}
+
+/// Opens `n` connections back to back, sends one `Connection: close` request on each, then
+/// reads every answer: the connections reach the node together, as in a traffic spike.
+/// Returns the `x-worker` of each answer.
+pub fn burst(addr: &str, n: usize, path: &str) -> Vec<usize> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let streams: Vec<std::net::TcpStream> = (0..n)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream.write_all(request.as_bytes()).expect("send");
+            stream
+        })
+        .collect();
+    streams
+        .into_iter()
+        .map(|mut stream| {
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).expect("read the answer");
+            let worker = answer
+                .lines()
+                .find_map(|l| l.strip_prefix("x-worker: "))
+                .unwrap_or_else(|| panic!("no x-worker in {answer:?}"));
+            worker.trim().parse().expect("x-worker is a number")
+        })
+        .collect()
 }
