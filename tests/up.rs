@@ -366,6 +366,35 @@ fn ctrl_c_while_a_node_moves_is_answered_at_once() {
 }
 
 #[test]
+fn a_node_removed_while_it_restarts_stays_removed() {
+    let p = ports(2);
+    let yaml = |replicas: usize, distribution: &str| {
+        topology_yaml(
+            p.listen,
+            p.admin,
+            &format!("{}    distribution: {distribution}\n", group("node", replicas, 1, None, p.node_base)),
+        )
+        .replace("max_cpu_ms: 1000", "max_cpu_ms: 3000")
+    };
+    let t = TopologyFile::new(&yaml(2, "shared"));
+    let up = start_lab(&t, &p);
+    let node2: SocketAddr = format!("127.0.0.1:{}", p.node_base + 1).parse().unwrap();
+    // A slow request keeps node-2's process draining, so its successor waits for the port.
+    let slow = std::thread::spawn(move || get(node2, "/op2?cpu_ms=3000"));
+    std::thread::sleep(Duration::from_millis(300));
+    t.write(&yaml(2, "reuseport"));
+    up.wait_output("node-2: restarting on", Duration::from_secs(5));
+    // Removed before the old process let go of the port: nothing may start in its place.
+    t.write(&yaml(1, "reuseport"));
+    up.wait_output("node-2: removed", Duration::from_secs(5));
+    assert_eq!(slow.join().unwrap().expect("the slow request is answered").status, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(std::net::TcpStream::connect(node2).is_err(), "node-2 was started after it was removed");
+    let r = get(p.listen, "/op1").unwrap();
+    assert_eq!(r.header("x-node"), Some("node-1"));
+}
+
+#[test]
 fn a_killed_labs_cgroups_are_removed_by_the_next_lab() {
     let p = ports(1);
     let t =

@@ -537,21 +537,34 @@ impl Supervisor {
         }
         let retire_at = Instant::now() + RETIRE_DELAY;
         let mut start_now: Vec<Replica> = plan.start.clone();
-        for r in plan.stop.iter().chain(&plan.restart) {
-            let Some(old) = self.nodes.remove(&r.name) else { continue };
-            let same_port = old.replica.listen == r.listen;
-            match (old.slot.proc, same_port && plan.restart.contains(r)) {
+        for r in &plan.stop {
+            // A node still waiting for its predecessor to let go of the port is not started.
+            self.after_exit.retain(|(w, _)| w.name != r.name);
+            if let Some(proc) = self.nodes.remove(&r.name).and_then(|old| old.slot.proc) {
+                self.retiring.push((r.name.clone(), proc, retire_at));
+            }
+        }
+        for r in &plan.restart {
+            // Still waiting for its predecessor to let go of the port: wait on, with this edit.
+            if let Some(waiting) = self.after_exit.iter_mut().find(|(w, _)| w.name == r.name) {
+                waiting.0 = r.clone();
+                continue;
+            }
+            let old = self.nodes.remove(&r.name);
+            let same_port = old.as_ref().is_some_and(|o| o.replica.listen == r.listen);
+            match old.and_then(|o| o.slot.proc) {
                 // The same port (a new distribution): the old node must let go of it first.
-                (Some(mut proc), true) => {
+                Some(mut proc) if same_port => {
                     proc.terminate();
                     self.after_exit.push((r.clone(), proc.pid()));
                     self.stopping.push((r.name.clone(), proc));
                 }
-                (Some(proc), false) => {
+                Some(proc) => {
                     self.retiring.push((r.name.clone(), proc, retire_at));
-                    start_now.extend(plan.restart.iter().filter(|x| x.name == r.name).cloned());
+                    start_now.push(r.clone());
                 }
-                (None, _) => start_now.extend(plan.restart.iter().filter(|x| x.name == r.name).cloned()),
+                // Not running (it failed to start, or is between respawns): start it now.
+                None => start_now.push(r.clone()),
             }
         }
         for r in &start_now {
