@@ -188,6 +188,7 @@ async fn attempt(
     target: &Target,
     path: usize,
 ) -> Result<(response::Parts, bool), ErrorKind> {
+    drop_if_closed(slot).await;
     let reused = slot.is_some();
     match exchange(slot, target, path).await {
         Err(Failure { kind: ErrorKind::Io, before_response: true }) if reused => {
@@ -204,17 +205,21 @@ struct Failure {
     before_response: bool,
 }
 
-/// One request and its whole response on the kept-alive connection in `slot` (opened if
-/// needed).
-async fn exchange(slot: &mut Option<Conn>, target: &Target, path: usize) -> Result<response::Parts, Failure> {
-    // A kept-alive connection that the server closed since the last response is replaced
-    // quietly: that is keep-alive housekeeping, not a failed request.
+/// Empties `slot` when the server closed its kept-alive connection since the last response:
+/// keep-alive housekeeping, not a failed request. Done before a request, so that a request
+/// whose connection is replaced here counts as sent on a fresh one (and is not resent).
+async fn drop_if_closed(slot: &mut Option<Conn>) {
     if let Some(c) = slot {
         let (ready, alive) = drive(&mut c.driver, c.sender.ready()).await;
         if ready.is_err() || !alive {
             *slot = None;
         }
     }
+}
+
+/// One request and its whole response on the kept-alive connection in `slot` (opened if
+/// needed).
+async fn exchange(slot: &mut Option<Conn>, target: &Target, path: usize) -> Result<response::Parts, Failure> {
     let c = match slot {
         Some(c) => c,
         None => slot.insert(connect(target).await.map_err(|kind| Failure { kind, before_response: true })?),
@@ -312,5 +317,51 @@ fn classify(e: &hyper::Error) -> ErrorKind {
         ErrorKind::Http
     } else {
         ErrorKind::Io
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A request on a connection opened to replace a closed kept-alive one was never sent on a
+    /// reused connection: when it fails, it is an error, not resent.
+    #[tokio::test]
+    async fn a_failure_on_a_replacement_connection_is_not_resent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            // The first connection answers one request and closes 50 ms later; every later one
+            // closes as soon as a request arrives, with no response.
+            while let Ok((mut s, _)) = listener.accept().await {
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                if first {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    // Kept alive past the response, then closed while the client is idle.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        let target = Target {
+            addr,
+            host: HeaderValue::from_str(&addr.to_string()).unwrap(),
+            paths: vec![Uri::from_static("/op1")],
+        };
+        let mut slot = None;
+        let (parts, resent) = attempt(&mut slot, &target, 0).await.unwrap_or_else(|_| panic!("first"));
+        assert_eq!((parts.status.as_u16(), resent), (200, false));
+        tokio::time::sleep(Duration::from_millis(100)).await; // the server has closed it
+        assert!(attempt(&mut slot, &target, 0).await.is_err(), "a failure on a fresh connection");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "no third connection: nothing was resent");
     }
 }
