@@ -37,7 +37,7 @@ use anyhow::Context;
 
 pub use config::{parse_rate, BaseUrl, LoadConfig, LoadError};
 pub use mix::{Mix, MixEntry, MixError};
-pub use printer::Output;
+pub use printer::{natural_cmp, Output};
 pub use report::{
     Aggregate, ErrorCounts, ErrorKind, Fairness, Latency, Mode, Report, RunInfo, Sample, ScheduleReport,
     Spread,

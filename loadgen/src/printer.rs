@@ -212,8 +212,9 @@ fn sorted(m: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
     v
 }
 
-/// Compares strings chunk by chunk, runs of digits by their numeric value.
-fn natural_cmp(a: &str, b: &str) -> Ordering {
+/// Compares strings chunk by chunk, runs of digits by their numeric value: `node-2` before
+/// `node-10`. The load report and the sweep report order nodes and workers with it.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (mut a, mut b) = (a, b);
     loop {
         match (a.is_empty(), b.is_empty()) {

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use askama::Template;
 
-use super::charts::{is_choice, share::jain_index, Charts};
+use scalelab_loadgen::Spread;
+
+use super::charts::{is_choice, Charts};
 use super::format;
 use super::text::{explain, FitText};
 use crate::results::{LoadSpec, Point, Results, Series};
@@ -170,6 +172,8 @@ fn point_row(p: &Point, paths: &[String]) -> PointRow {
             })
             .collect(),
         errors: p.errors.to_string(),
-        jain: jain_index(&p.by_worker).map(|j| format!("{j:.2}")).unwrap_or_else(|| "-".into()),
+        jain: Spread::of(p.by_worker.values())
+            .map(|s| format!("{:.2}", s.jain))
+            .unwrap_or_else(|| "-".into()),
     }
 }

@@ -3,12 +3,10 @@
 //! alternating dark and light; each bar is followed by Jain's fairness index and its largest
 //! share against the fair one.
 
-use std::cmp::Ordering;
-use std::collections::BTreeMap;
-
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use scalelab_loadgen::{natural_cmp, Spread};
 
 use super::axis::TickedAxis;
 use super::{canvas, font, font_left, point_label, series_colour, text_width, tint, GRID, INK, MUTED};
@@ -23,15 +21,6 @@ const BAR: f64 = 0.66;
 const RIGHT_TEXT: u32 = 270;
 /// Font size of the labels inside segments.
 const SEGMENT_PX: f64 = 12.0;
-
-/// Jain's fairness index J = (Σx)² / (n·Σx²) of `counts`: 1 when all are equal, 1/n when one
-/// has everything; `None` with no counts or all zero.
-pub fn jain_index(counts: &BTreeMap<String, u64>) -> Option<f64> {
-    let n = counts.len() as f64;
-    let sum: f64 = counts.values().map(|&x| x as f64).sum();
-    let squares: f64 = counts.values().map(|&x| (x as f64).powi(2)).sum();
-    (squares > 0.0).then(|| sum * sum / (n * squares))
-}
 
 /// One bar: a point's label and its workers' shares in natural order.
 struct Bar {
@@ -165,7 +154,11 @@ fn bars(results: &Results) -> Vec<Bar> {
                 _ => p.by_worker.iter().map(|(w, &c)| (w.clone(), c as f64 / total as f64)).collect(),
             };
             shares.sort_by(|a, b| natural_cmp(&a.0, &b.0));
-            out.push(Bar { label: point_label(&s.vary, p), shares, jain: jain_index(&p.by_worker) });
+            out.push(Bar {
+                label: point_label(&s.vary, p),
+                shares,
+                jain: Spread::of(p.by_worker.values()).map(|s| s.jain),
+            });
         }
     }
     out
@@ -176,58 +169,9 @@ fn luminance(c: RGBColor) -> f64 {
     0.299 * c.0 as f64 + 0.587 * c.1 as f64 + 0.114 * c.2 as f64
 }
 
-/// Compares strings chunk by chunk, runs of digits by value: `node-2` before `node-10`.
-fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let chunks = |s: &str| -> Vec<(bool, String)> {
-        let mut out: Vec<(bool, String)> = Vec::new();
-        for c in s.chars() {
-            let digit = c.is_ascii_digit();
-            match out.last_mut() {
-                Some((d, chunk)) if *d == digit => chunk.push(c),
-                _ => out.push((digit, c.to_string())),
-            }
-        }
-        out
-    };
-    let (ca, cb) = (chunks(a), chunks(b));
-    for (x, y) in ca.iter().zip(&cb) {
-        let ord = match (x.0, y.0) {
-            (true, true) => {
-                let (u, v) = (x.1.trim_start_matches('0'), y.1.trim_start_matches('0'));
-                u.len().cmp(&v.len()).then_with(|| u.cmp(v)).then_with(|| x.1.len().cmp(&y.1.len()))
-            }
-            _ => x.1.cmp(&y.1),
-        };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    ca.len().cmp(&cb.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn counts(xs: &[u64]) -> BTreeMap<String, u64> {
-        xs.iter().enumerate().map(|(i, &x)| (format!("node-1/{i}"), x)).collect()
-    }
-
-    #[test]
-    fn jain_is_one_when_even_and_low_when_one_worker_takes_most() {
-        assert_eq!(jain_index(&counts(&[25, 25, 25, 25])), Some(1.0));
-        let uneven = jain_index(&counts(&[70, 10, 10, 10])).unwrap();
-        assert!((uneven - 10000.0 / (4.0 * 5200.0)).abs() < 1e-12, "{uneven}");
-        assert_eq!(jain_index(&counts(&[])), None);
-        assert_eq!(jain_index(&counts(&[0, 0])), None);
-    }
-
-    #[test]
-    fn natural_order_puts_2_before_10() {
-        let mut keys = vec!["node-10/1", "node-2/10", "node-2/2", "node-1/?"];
-        keys.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(keys, ["node-1/?", "node-2/2", "node-2/10", "node-10/1"]);
-    }
 
     #[test]
     fn segment_labels_shrink_to_fit_the_narrowest() {
