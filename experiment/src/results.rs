@@ -57,6 +57,14 @@ pub struct Series {
     pub fit_note: Option<String>,
 }
 
+impl Series {
+    /// Whether it compares choices (algorithm, distribution) rather than a scale: its points
+    /// have names, and "N" means nothing for it.
+    pub fn is_choice(&self) -> bool {
+        self.points.iter().any(|p| p.label.is_some())
+    }
+}
+
 /// One topology, measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {

@@ -7,7 +7,7 @@ use askama::Template;
 
 use scalelab_loadgen::Spread;
 
-use super::charts::{is_choice, Charts};
+use super::charts::Charts;
 use super::format;
 use super::text::{explain, FitText};
 use crate::results::{LoadSpec, Point, Results, Series};
@@ -91,7 +91,7 @@ impl Page {
             version: results.scalelab_version.clone(),
             charts,
             texts: results.series.iter().map(explain).collect(),
-            fits: results.series.iter().filter(|s| !is_choice(s)).map(fit_row).collect(),
+            fits: results.series.iter().filter(|s| !s.is_choice()).map(fit_row).collect(),
             series: results.series.iter().map(series_table).collect(),
         }
     }
@@ -141,7 +141,7 @@ fn fit_row(series: &Series) -> FitRow {
 }
 
 fn series_table(series: &Series) -> SeriesTable {
-    let choice = is_choice(series);
+    let choice = series.is_choice();
     let paths: Vec<String> = match choice {
         true => {
             let all: BTreeSet<&String> =

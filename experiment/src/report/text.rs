@@ -25,7 +25,7 @@ pub struct FitText {
 /// Explains the fit of `series`, or why it has none; a choice series is compared instead.
 pub fn explain(series: &Series) -> FitText {
     let series_name = series.vary.clone();
-    if series.points.iter().any(|p| p.label.is_some()) {
+    if series.is_choice() {
         return compare(series);
     }
     let Some(fit) = &series.fit else {

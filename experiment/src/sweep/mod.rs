@@ -419,7 +419,7 @@ fn percentiles(l: &scalelab_loadgen::Latency) -> Percentiles {
 /// Fits the USL to every round of every point of `series` (x = the point's scale), or notes
 /// why it cannot.
 fn fit_series(series: &mut Series) {
-    if series.points.iter().any(|p| p.label.is_some()) {
+    if series.is_choice() {
         series.fit = None;
         series.fit_note = Some(format!("{} is a choice, not a scale: the USL does not apply", series.vary));
         return;

@@ -19,7 +19,7 @@ pub fn table(results: &Results) -> String {
             "\nvary {} ({} cores, {} load: {})",
             s.vary, results.cores, results.runner, results.load.target
         );
-        if s.points.iter().any(|p| p.label.is_some()) {
+        if s.is_choice() {
             choice_rows(&mut out, s);
         } else {
             scale_rows(&mut out, s);

@@ -7,8 +7,7 @@ use plotters::prelude::*;
 
 use super::axis::TickedAxis;
 use super::{
-    canvas, draw_legend, font, is_choice, legend_height, point_label, series_colour, tint, LegendEntry,
-    Swatch,
+    canvas, draw_legend, font, legend_height, point_label, series_colour, tint, LegendEntry, Swatch,
 };
 use super::{GRID, LEGEND_WIDTH, MUTED, WIDTH};
 use crate::report::format;
@@ -98,7 +97,7 @@ fn traces(results: &Results) -> Vec<Trace> {
     let mut out = Vec::new();
     let mut colour = 0;
     for s in &results.series {
-        let choice = is_choice(s);
+        let choice = s.is_choice();
         let last = s.points.len().saturating_sub(1).max(1) as f64;
         for (j, p) in s.points.iter().enumerate() {
             let t = if choice || s.points.len() == 1 { 0.0 } else { LIGHTEST * (1.0 - j as f64 / last) };

@@ -60,7 +60,7 @@ pub struct Charts {
 /// Draws the charts of `results`: all three, or latency and share alone when every series is
 /// a choice.
 pub fn draw(results: &Results) -> anyhow::Result<Charts> {
-    let scales: Vec<_> = results.series.iter().filter(|s| !is_choice(s)).cloned().collect();
+    let scales: Vec<_> = results.series.iter().filter(|s| !s.is_choice()).cloned().collect();
     let throughput = match scales.is_empty() {
         true => None,
         false => Some(
@@ -198,12 +198,6 @@ pub fn point_label(vary: &str, point: &crate::results::Point) -> String {
         Some(choice) => format!("{vary}={choice}"),
         None => format!("{vary}={}", super::format::n(point.value)),
     }
-}
-
-/// Whether a series compares choices (algorithm, distribution) rather than a scale: its
-/// points have names, and "N" means nothing for it.
-pub fn is_choice(series: &crate::results::Series) -> bool {
-    series.points.iter().any(|p| p.label.is_some())
 }
 
 #[cfg(test)]
