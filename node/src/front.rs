@@ -114,7 +114,7 @@ impl Front {
             Front::Shared(socket) => Ok((listener::pass_to_child(socket, cmd)?, None)),
             Front::Reuseport(group) => Ok((listener::pass_to_child(group.socket(id)?, cmd)?, None)),
             Front::RoundRobin(_) => {
-                cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_PID").env_remove("LISTEN_FDS_FIRST_FD");
+                listener::clear_listen_env(cmd);
                 let (primary, worker) = handoff::pair()?;
                 Ok((FdMapping { parent_fd: worker, child_fd: HANDOFF_FD }, Some(primary)))
             }

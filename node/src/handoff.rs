@@ -173,7 +173,8 @@ impl Receiver {
         if n == 0 {
             return Ok(());
         }
-        let acks = vec![ACK; n];
+        // `receive` takes at most BATCH messages at a time.
+        let acks = &[ACK; BATCH][..n];
         let mut sent = 0;
         while sent < n {
             let mut guard = self.fd.writable().await?;

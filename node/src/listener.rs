@@ -16,6 +16,12 @@ use anyhow::Context;
 use command_fds::FdMapping;
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// Whether an `accept` failed for want of descriptors or memory: the acceptor pauses before
+/// trying again, instead of spinning on an error the next call would repeat.
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
 /// Where a worker finds the listening socket (the first `LISTEN_FDS` descriptor).
 pub const LISTEN_FD: RawFd = 3;
 
@@ -41,10 +47,16 @@ pub fn local_addr(socket: &Socket) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
 }
 
+/// Removes the `LISTEN_FDS` convention's variables from `cmd`: a child that inherits no
+/// listening socket must not believe it does.
+pub fn clear_listen_env(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_PID").env_remove("LISTEN_FDS_FIRST_FD")
+}
+
 /// A mapping that places a duplicate of `socket` at [`LISTEN_FD`] in a child, and the
 /// environment that tells the child it is there.
 pub fn pass_to_child(socket: &Socket, cmd: &mut Command) -> io::Result<FdMapping> {
-    cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID").env_remove("LISTEN_FDS_FIRST_FD");
+    clear_listen_env(cmd).env("LISTEN_FDS", "1");
     let parent_fd: OwnedFd = socket.try_clone()?.into();
     Ok(FdMapping { parent_fd, child_fd: LISTEN_FD })
 }

@@ -110,7 +110,7 @@ impl Dispatcher {
                     Ok(conn) => self.pending.push_back(conn),
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
-                        if is_resource_exhaustion(&e) {
+                        if crate::listener::is_resource_exhaustion(&e) {
                             // Out of fds or memory: retrying at once would spin.
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
@@ -245,10 +245,6 @@ async fn readable_lane(lanes: &[Lane]) -> usize {
         Poll::Pending
     })
     .await
-}
-
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 #[cfg(test)]

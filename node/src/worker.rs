@@ -161,7 +161,7 @@ async fn accept_until(listener: &TcpListener, conns: &Connections, stop: impl Fu
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    if is_resource_exhaustion(&e) {
+                    if listener::is_resource_exhaustion(&e) {
                         // Out of fds or memory: retrying at once would spin.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -215,7 +215,7 @@ async fn receive_until(receiver: &Receiver, conns: &Connections, stop: impl Futu
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving connections failed");
-                    if !is_resource_exhaustion(&e) {
+                    if !listener::is_resource_exhaustion(&e) {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -270,8 +270,4 @@ impl Connections {
             }
         });
     }
-}
-
-fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
