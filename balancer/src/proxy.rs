@@ -60,17 +60,22 @@ pub struct Balancer<S: BackendSelection> {
     max_age_ms: u64,
     /// The start of window 0.
     epoch: Instant,
+    /// Whether response times feed each backend's peak-EWMA: only `peak_ewma` reads it, and
+    /// the algorithm is fixed for a balancer's life (a change starts a new balancer).
+    track_latency: bool,
 }
 
 impl<S: BackendSelection> Balancer<S> {
     /// Proxy logic over `lb`, reading names from `roster` and recording into `metrics`;
-    /// upstream connections are reused for at most `max_age_ms` (0: no limit).
+    /// upstream connections are reused for at most `max_age_ms` (0: no limit); response times
+    /// are tracked for the selector when `track_latency`.
     pub fn new(
         lb: Arc<LoadBalancer<S>>,
         roster: Arc<Roster>,
         metrics: Arc<Metrics>,
         connect_timeout: Duration,
         max_age_ms: u64,
+        track_latency: bool,
     ) -> Balancer<S> {
         Balancer {
             lb,
@@ -80,6 +85,7 @@ impl<S: BackendSelection> Balancer<S> {
             fail_open_turn: AtomicUsize::new(0),
             max_age_ms,
             epoch: Instant::now(),
+            track_latency,
         }
     }
 }
@@ -224,14 +230,15 @@ where
         upstream_request.insert_header(X_FORWARDED_FOR, forwarded)
     }
 
-    /// The response head arrived: the attempt's time to first byte feeds the peak-EWMA.
+    /// The response head arrived: the attempt's time to first byte feeds the peak-EWMA (when
+    /// the algorithm uses it).
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         _upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(entry) = &ctx.entry {
+        if let Some(entry) = ctx.entry.as_ref().filter(|_| self.track_latency) {
             entry.observe_latency(ctx.attempt_started.elapsed());
         }
         Ok(())
@@ -247,7 +254,7 @@ where
             if response.status == http::StatusCode::SERVICE_UNAVAILABLE
                 && response.headers.contains_key("x-shed")
             {
-                self.metrics.shed.with_label_values(&[entry.addr.as_str()]).inc();
+                entry.shed.inc();
             }
             response.insert_header("x-upstream", entry.addr_header.clone())?;
         }

@@ -222,7 +222,9 @@ where
     let connect_timeout = Duration::from_millis(health.timeout_ms.max(1));
     let limits = settings.client_limits();
     let max_age = settings.balancer.upstream.max_age_ms;
-    let balancer = Balancer::new(lb.clone(), roster.clone(), metrics.clone(), connect_timeout, max_age);
+    let track_latency = settings.balancer.algorithm == Algorithm::PeakEwma;
+    let balancer =
+        Balancer::new(lb.clone(), roster.clone(), metrics.clone(), connect_timeout, max_age, track_latency);
     let app =
         ClientGuard::new(pingora_proxy::http_proxy(&server.configuration, balancer), limits, metrics.clone());
     let mut proxy = Service::new("scalelab proxy".to_string(), app);

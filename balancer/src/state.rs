@@ -35,6 +35,8 @@ pub struct BackendEntry {
     /// The `requests_total{code="200"}` series, resolved once because nearly every response
     /// is a 200 and a label lookup per request is avoidable work on the hot path.
     ok: IntCounter,
+    /// `shed_total{backend}`, resolved once: when a node sheds, most responses are shed.
+    pub shed: IntCounter,
     /// Attempts sent to this backend and not finished yet.
     in_flight: AtomicUsize,
     /// Response-time average for `peak_ewma`.
@@ -86,6 +88,7 @@ impl BackendEntry {
     pub fn new(name: String, addr: SocketAddr, metrics: &Metrics) -> BackendEntry {
         let addr = addr.to_string();
         let ok = metrics.requests.with_label_values(&[addr.as_str(), "200"]);
+        let shed = metrics.shed.with_label_values(&[addr.as_str()]);
         // `ip:port` is always a valid header value (digits, dots, colons, brackets).
         let addr_header = http::HeaderValue::from_str(&addr).expect("ip:port is a valid header value");
         BackendEntry {
@@ -94,6 +97,7 @@ impl BackendEntry {
             addr_header,
             requests: AtomicU64::new(0),
             ok,
+            shed,
             in_flight: AtomicUsize::new(0),
             latency: Mutex::new(PeakEwma { value_us: EWMA_START_US, at: Instant::now() }),
             traffic: Traffic::default(),
