@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use scalelab_node::cgroup_stats::cpu_used;
 
 /// CFS period for every cap: 100 ms, the kernel's default.
 const PERIOD_US: u64 = 100_000;
@@ -103,20 +104,14 @@ impl CpuCaps {
         write(&dir.join(file), &value)
     }
 
-    /// CPU time the replica's processes have used since its cgroup was created.
+    /// CPU time the replica's processes have used since its cgroup was created (read the way
+    /// the node reads its own, for `/stats`).
     pub fn usage(&self, replica: &str) -> Option<Duration> {
-        match (self.version, &self.usage_root) {
-            (Version::V2, _) => {
-                let stat = fs::read_to_string(self.quota_root.join(replica).join("cpu.stat")).ok()?;
-                let usec = stat.lines().find_map(|l| l.strip_prefix("usage_usec "))?.trim().parse().ok()?;
-                Some(Duration::from_micros(usec))
-            }
-            (Version::V1, root) => {
-                let dir = root.as_ref().unwrap_or(&self.quota_root).join(replica);
-                let nanos = fs::read_to_string(dir.join("cpuacct.usage")).ok()?.trim().parse().ok()?;
-                Some(Duration::from_nanos(nanos))
-            }
-        }
+        let accounting = match self.version {
+            Version::V2 => &self.quota_root,
+            Version::V1 => self.usage_root.as_ref().unwrap_or(&self.quota_root),
+        };
+        cpu_used(&[accounting.join(replica)])
     }
 
     /// Removes a replica's cgroups once its processes are gone.

@@ -35,7 +35,7 @@
 //! binary (`current_exe() worker`) with the settings in environment variables.
 
 mod backoff;
-mod cgroup_stats;
+pub mod cgroup_stats;
 mod config;
 mod cpu;
 mod cpu_queue;
