@@ -48,20 +48,31 @@ pub fn render(results: &Results) -> anyhow::Result<String> {
     page::Page::new(results, charts).render().context("filling templates/report.html")
 }
 
-/// Reads `dir/results.json`, writes `dir/report.html` and returns its path. The page is
-/// written beside it under a temporary name and renamed, so a browser never sees half of it.
+/// Reads `dir/results.json`, writes `dir/report.html` and returns its path.
 pub fn write_report(dir: &Path) -> anyhow::Result<PathBuf> {
     let input = dir.join(RESULTS_FILE);
     let json = fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
     let results: Results =
         serde_json::from_str(&json).with_context(|| format!("parsing {}", input.display()))?;
-    let html = render(&results).with_context(|| format!("drawing the report of {}", input.display()))?;
+    write(dir, &results).with_context(|| format!("drawing the report of {}", input.display()))
+}
+
+/// Writes `results`' page to `dir/report.html` and returns its path.
+pub fn write(dir: &Path, results: &Results) -> anyhow::Result<PathBuf> {
     let output = dir.join(REPORT_FILE);
-    let partial = dir.join(format!("{REPORT_FILE}.partial"));
-    fs::write(&partial, html).with_context(|| format!("writing {}", partial.display()))?;
-    fs::rename(&partial, &output)
-        .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+    write_atomically(&output, &render(results)?)?;
     Ok(output)
+}
+
+/// Writes `contents` to `path` under a temporary name beside it, then renames it: a reader
+/// (a browser, an interrupted sweep's next run) never sees half a file.
+pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    fs::write(&partial, contents).with_context(|| format!("writing {}", partial.display()))?;
+    fs::rename(&partial, path)
+        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))
 }
 
 #[cfg(test)]

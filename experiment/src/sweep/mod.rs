@@ -26,7 +26,7 @@ use scalelab_topology::{limits, Topology};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::results::{LoadSpec, Percentiles, Point, Results, Round, Series};
-use crate::usl;
+use crate::{report, usl};
 use runner::Runner;
 use vary::{Field, Value, Vary};
 
@@ -189,8 +189,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let results = outcome.results;
     write_outputs(&args.out, &results)?;
     println!("{}", summary::table(&results));
-    println!("results: {}", args.out.join("results.json").display());
-    println!("report:  {}", args.out.join("report.html").display());
+    println!("results: {}", args.out.join(report::RESULTS_FILE).display());
+    println!("report:  {}", args.out.join(report::REPORT_FILE).display());
     match outcome.stopped {
         None => Ok(ExitCode::SUCCESS),
         Some(why) => {
@@ -440,11 +440,8 @@ fn fit_series(series: &mut Series) {
 
 /// `results.json`, replaced atomically.
 fn write_results(out: &Path, results: &Results) -> anyhow::Result<()> {
-    let file = out.join("results.json");
-    let tmp = out.join("results.json.partial");
     let json = serde_json::to_string_pretty(results).context("encoding results.json")?;
-    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))
+    report::write_atomically(&out.join(report::RESULTS_FILE), &json)
 }
 
 /// `results.json`, `results.csv` and `report.html`.
@@ -452,6 +449,6 @@ fn write_outputs(out: &Path, results: &Results) -> anyhow::Result<()> {
     write_results(out, results)?;
     let csv = out.join("results.csv");
     std::fs::write(&csv, summary::csv(results)).with_context(|| format!("cannot write {}", csv.display()))?;
-    crate::report::write_report(out)?;
+    report::write(out, results).context("drawing report.html")?;
     Ok(())
 }
