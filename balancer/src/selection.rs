@@ -94,11 +94,13 @@ impl<S: Score> BackendSelection for LeastLoaded<S> {
         let n = self.backends.len();
         let start = if n == 0 { 0 } else { self.turn.fetch_add(1, Ordering::Relaxed) % n };
         // Candidates from `start` around: a stable sort then keeps that rotation among ties.
+        // The roster is loaded once per pick, not once per backend.
+        let entries = self.roster.all();
         let mut order: Vec<(f64, usize)> = (0..n)
             .map(|k| {
                 let i = (start + k) % n;
-                let entry = self.backends[i].addr.as_inet().and_then(|a| self.roster.get(a));
-                (S::score(entry.as_deref()), i)
+                let entry = self.backends[i].addr.as_inet().and_then(|a| entries.get(a));
+                (S::score(entry.map(|e| &**e)), i)
             })
             .collect();
         if S::TWO_CHOICES && n > 2 {
