@@ -49,6 +49,19 @@ pub fn changes(old: &Topology, new: &Topology) -> Vec<String> {
         if o.replicas != g.replicas {
             out.push(format!("replicas {}→{} ({})", o.replicas, g.replicas, g.name));
         }
+        if o.autoscale != g.autoscale {
+            out.push(match &g.autoscale {
+                Some(a) => format!(
+                    "autoscale {}..{} on {} {} (target {})",
+                    a.min_replicas,
+                    a.max_replicas,
+                    a.metric.as_str(),
+                    g.name,
+                    a.target
+                ),
+                None => format!("autoscale off ({})", g.name),
+            });
+        }
         if o.workers != g.workers {
             out.push(format!("workers {}→{} on {}", o.workers, g.workers, g.name));
         }

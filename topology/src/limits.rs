@@ -38,6 +38,17 @@ pub const MAX_CONNECTIONS: usize = 100_000;
 pub const MAX_CPU_MS: u64 = 10_000;
 /// Requests a worker may hold waiting for its CPU, at most.
 pub const MAX_QUEUE: usize = 4096;
+/// How often an autoscaler may decide, ms: from 0.5 s to 10 minutes.
+pub const AUTOSCALE_SYNC_MS: (u64, u64) = (500, 600_000);
+/// An autoscaler's stabilization windows, ms: from none to 1 hour.
+pub const AUTOSCALE_WINDOW_MS: (u64, u64) = (0, 3_600_000);
+/// The largest autoscaler tolerance (a relative distance from the target).
+pub const MAX_AUTOSCALE_TOLERANCE: f64 = 1.0;
+/// Autoscaler targets per metric, (lowest, highest): `cpu` is a fraction of the node's cap,
+/// `in_flight` requests per node, `rps` requests per second per node.
+pub const AUTOSCALE_CPU_TARGET: (f64, f64) = (0.05, 1.0);
+pub const AUTOSCALE_IN_FLIGHT_TARGET: (f64, f64) = (0.1, 10_000.0);
+pub const AUTOSCALE_RPS_TARGET: (f64, f64) = (0.1, 1_000_000.0);
 /// Ports below this are privileged; a topology must say `allow_privileged_ports: true` to
 /// use them.
 pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;

@@ -242,6 +242,73 @@ pub struct NodeGroup {
     /// How each node spreads connections over its workers.
     #[serde(default, skip_serializing_if = "is_default")]
     pub distribution: Distribution,
+    /// The group's autoscaler; while it is set, `replicas` is only the starting count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+}
+
+impl NodeGroup {
+    /// The most replicas this group can run: `max_replicas` when it autoscales (ports and
+    /// the process bound are reserved for all of them), `replicas` otherwise.
+    pub fn max_replicas(&self) -> usize {
+        self.autoscale.as_ref().map_or(self.replicas, |a| a.max_replicas.max(self.replicas))
+    }
+}
+
+/// A group's autoscaler, with the semantics of Kubernetes' HorizontalPodAutoscaler
+/// (`autoscaling/v2`): every `sync_ms` it computes `ceil(current × metric / target)`, skips
+/// changes within `tolerance`, stabilizes over its windows and clamps to
+/// [`min_replicas`, `max_replicas`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    /// Fewest replicas (HPA `minReplicas`).
+    #[serde(default = "one")]
+    pub min_replicas: usize,
+    /// Most replicas (HPA `maxReplicas`).
+    pub max_replicas: usize,
+    /// What is measured per node.
+    #[serde(default)]
+    pub metric: AutoscaleMetric,
+    /// The value of the metric per node the controller aims for (for `cpu`, a fraction of
+    /// the node's cap).
+    pub target: f64,
+    /// How often the controller decides, ms (HPA's sync period, 15 s by default).
+    #[serde(default = "default_sync_ms")]
+    pub sync_ms: u64,
+    /// No change while |metric / target − 1| is at most this (HPA: 0.1).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// A scale-down takes the highest recommendation of this window, ms (HPA: 300 s).
+    #[serde(default = "default_scale_down_stabilization_ms")]
+    pub scale_down_stabilization_ms: u64,
+    /// A scale-up takes the lowest recommendation of this window, ms (HPA: 0).
+    #[serde(default)]
+    pub scale_up_stabilization_ms: u64,
+}
+
+/// The per-node metric an autoscaler follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoscaleMetric {
+    /// Cores used divided by the node's cap (HPA's CPU utilization, against the limit).
+    #[default]
+    Cpu,
+    /// Requests in flight at the balancer, per node.
+    InFlight,
+    /// Requests per second served, per node (from the balancer).
+    Rps,
+}
+
+impl AutoscaleMetric {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoscaleMetric::Cpu => "cpu",
+            AutoscaleMetric::InFlight => "in_flight",
+            AutoscaleMetric::Rps => "rps",
+        }
+    }
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -358,9 +425,24 @@ impl Topology {
         serde_yaml::to_string(self).expect("a topology always serializes to YAML")
     }
 
-    /// Processes the lab runs: each node's primary and workers, and the balancer.
+    /// Processes the lab may run: each node's primary and workers, and the balancer. An
+    /// autoscaled group counts at its `max_replicas`.
     pub fn processes(&self) -> usize {
-        1 + self.nodes.iter().map(|g| g.replicas.saturating_mul(g.workers.saturating_add(1))).sum::<usize>()
+        1 + self
+            .nodes
+            .iter()
+            .map(|g| g.max_replicas().saturating_mul(g.workers.saturating_add(1)))
+            .sum::<usize>()
+    }
+
+    /// This topology with group `name` at `replicas` nodes (what an autoscaler runs); the
+    /// caller keeps `replicas` within the group's bounds.
+    pub fn with_replicas(&self, name: &str, replicas: usize) -> Topology {
+        let mut t = self.clone();
+        if let Some(g) = t.nodes.iter_mut().find(|g| g.name == name) {
+            g.replicas = replicas;
+        }
+        t
     }
 
     /// The group called `name`.
@@ -508,6 +590,15 @@ fn default_pool_size() -> usize {
 }
 fn default_max_age_ms() -> u64 {
     5000
+}
+fn default_sync_ms() -> u64 {
+    5000
+}
+fn default_tolerance() -> f64 {
+    0.1
+}
+fn default_scale_down_stabilization_ms() -> u64 {
+    60_000
 }
 
 #[cfg(test)]
@@ -708,6 +799,81 @@ nodes:
         let allowed =
             format!("allow_privileged_ports: true\n{}", GOOD.replace("127.0.0.1:8080", "127.0.0.1:80"));
         assert!(Topology::from_yaml(&allowed).is_ok());
+    }
+
+    const AUTOSCALED: &str = "\
+balancer: { listen: 127.0.0.1:8080, admin: 127.0.0.1:9090 }
+nodes:
+  - name: node
+    replicas: 1
+    workers: 1
+    cpus: 0.5
+    port: 8081
+    autoscale:
+      min_replicas: 1
+      max_replicas: 4
+      metric: cpu
+      target: 0.6
+";
+
+    #[test]
+    fn autoscale_parses_with_hpa_defaults() {
+        let t = Topology::from_yaml(AUTOSCALED).unwrap();
+        let a = t.nodes[0].autoscale.clone().unwrap();
+        assert_eq!((a.min_replicas, a.max_replicas, a.metric, a.target), (1, 4, AutoscaleMetric::Cpu, 0.6));
+        assert_eq!((a.sync_ms, a.tolerance), (5000, 0.1));
+        assert_eq!((a.scale_down_stabilization_ms, a.scale_up_stabilization_ms), (60_000, 0));
+        // Ports and processes are reserved for max_replicas.
+        assert_eq!(t.nodes[0].max_replicas(), 4);
+        assert_eq!(t.processes(), 1 + 4 * 2);
+        assert_eq!(t.with_replicas("node", 3).replicas().len(), 3);
+        assert_eq!(Topology::from_yaml(&t.to_yaml()).unwrap(), t);
+    }
+
+    #[test]
+    fn autoscale_bounds_are_named() {
+        let cases = [
+            ("replicas: 1", "replicas: 5", "nodes[0].replicas", "expected min_replicas (1) to max_replicas (4)", 4),
+            ("min_replicas: 1", "min_replicas: 5", "nodes[0].autoscale.max_replicas", "expected min_replicas (5)", 10),
+            ("max_replicas: 4", "max_replicas: 65", "nodes[0].autoscale.max_replicas", "to 64 replicas", 10),
+            ("target: 0.6", "target: 1.5", "nodes[0].autoscale.target", "0.05 to 1 of the node's CPU cap", 12),
+            ("target: 0.6", "target: 0.6\n      sync_ms: 100", "nodes[0].autoscale.sync_ms", "500 to 600000 ms", 13),
+            ("target: 0.6", "target: 0.6\n      tolerance: -1", "nodes[0].autoscale.tolerance", "0 to 1", 13),
+            (
+                "target: 0.6",
+                "target: 0.6\n      scale_down_stabilization_ms: 3600001",
+                "nodes[0].autoscale.scale_down_stabilization_ms",
+                "0 to 3600000 ms",
+                13,
+            ),
+            ("    cpus: 0.5\n", "", "nodes[0].autoscale.metric", "expected `cpus` on this group", 10),
+            ("metric: cpu", "metric: queue", "nodes[0].autoscale.metric", "unknown variant `queue`", 11),
+        ];
+        for (from, to, path, words, line) in cases {
+            let src = AUTOSCALED.replacen(from, to, 1);
+            let p = problems(&src);
+            let hit = p.iter().find(|p| p.path == path).unwrap_or_else(|| panic!("{to}: {p:#?}"));
+            assert!(hit.message.contains(words), "{to}: {hit:#?}");
+            assert_eq!(hit.line, Some(line), "{to}: {hit:#?}");
+        }
+        // in_flight and rps need no cap, and have their own target ranges.
+        let src = AUTOSCALED.replace("    cpus: 0.5\n", "").replace("metric: cpu", "metric: in_flight");
+        assert!(Topology::from_yaml(&src.replace("target: 0.6", "target: 8")).is_ok());
+        let p = problems(&src.replace("metric: in_flight", "metric: rps").replace("target: 0.6", "target: 0.01"));
+        assert!(p[0].message.contains("requests per second per node"), "{p:#?}");
+    }
+
+    #[test]
+    fn autoscale_reserves_ports_and_processes_for_max_replicas() {
+        let src = AUTOSCALED.replace(
+            "      target: 0.6\n",
+            "      target: 0.6\n  - { name: other, replicas: 1, workers: 1, port: 8083 }\n",
+        );
+        let p = problems(&src);
+        assert!(p.iter().any(|p| p.path == "nodes[1].port" && p.message.contains("8081..=8084")), "{p:#?}");
+        let big = AUTOSCALED.replace("max_replicas: 4", "max_replicas: 64").replace("workers: 1", "workers: 4");
+        let p = problems(&big);
+        assert!(p.iter().any(|p| p.message.contains("at most 256 processes")), "{p:#?}");
     }
 
     #[test]

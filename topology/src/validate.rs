@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use crate::error::Problem;
 use crate::limits::{self, *};
-use crate::model::{Topology, NODE_HOST};
+use crate::model::{Autoscale, AutoscaleMetric, NodeGroup, Topology, NODE_HOST};
 use crate::spans::Spans;
 
 /// Every rule `t` breaks; empty when it is valid.
@@ -159,7 +159,10 @@ fn check_nodes(t: &Topology, out: &mut Problems) {
                 format!("expected a number of cores from {MIN_CPUS} to {MAX_CPUS} (e.g. 0.5), found {cpus}")
             });
         }
-        let last = g.port as usize + g.replicas.clamp(1, MAX_REPLICAS) - 1;
+        if let Some(a) = &g.autoscale {
+            check_autoscale(g, a, &at, out);
+        }
+        let last = g.port as usize + g.max_replicas().clamp(1, MAX_REPLICAS) - 1;
         if last > u16::MAX as usize {
             out.add(at("port"), format!("expected ports {}..={last} to fit in 1024..=65535", g.port));
         } else {
@@ -171,7 +174,52 @@ fn check_nodes(t: &Topology, out: &mut Problems) {
     }
 }
 
-/// The whole lab's process count: big topologies are refused as a whole, naming the total.
+/// An autoscaler's bounds: `min_replicas ≤ replicas ≤ max_replicas`, a target within its
+/// metric's range, `cpu` only on a capped group.
+fn check_autoscale(g: &NodeGroup, a: &Autoscale, at: &dyn Fn(&str) -> String, out: &mut Problems) {
+    let field = |f: &str| at(&format!("autoscale.{f}"));
+    out.in_range(a.min_replicas as u64, (1, MAX_REPLICAS as u64), &field("min_replicas"), "replicas");
+    out.require(
+        (a.min_replicas.max(1)..=MAX_REPLICAS).contains(&a.max_replicas),
+        field("max_replicas"),
+        || format!("expected min_replicas ({}) to {MAX_REPLICAS} replicas, found {}", a.min_replicas, a.max_replicas),
+    );
+    out.require(
+        (a.min_replicas..=a.max_replicas).contains(&g.replicas),
+        at("replicas"),
+        || {
+            format!(
+                "expected min_replicas ({}) to max_replicas ({}) while autoscale is set (replicas is the \
+                 starting count), found {}",
+                a.min_replicas, a.max_replicas, g.replicas
+            )
+        },
+    );
+    let (lo, hi, unit) = match a.metric {
+        AutoscaleMetric::Cpu => (AUTOSCALE_CPU_TARGET.0, AUTOSCALE_CPU_TARGET.1, "of the node's CPU cap"),
+        AutoscaleMetric::InFlight => {
+            (AUTOSCALE_IN_FLIGHT_TARGET.0, AUTOSCALE_IN_FLIGHT_TARGET.1, "requests in flight per node")
+        }
+        AutoscaleMetric::Rps => (AUTOSCALE_RPS_TARGET.0, AUTOSCALE_RPS_TARGET.1, "requests per second per node"),
+    };
+    out.require(a.target.is_finite() && (lo..=hi).contains(&a.target), field("target"), || {
+        format!("expected {lo} to {hi} {unit} for metric {}, found {}", a.metric.as_str(), a.target)
+    });
+    out.require(a.metric != AutoscaleMetric::Cpu || g.cpus.is_some(), field("metric"), || {
+        format!("expected `cpus` on this group: metric cpu is cores used / the cap, and {} has no cap", g.name)
+    });
+    out.in_range(a.sync_ms, AUTOSCALE_SYNC_MS, &field("sync_ms"), "ms");
+    out.require(
+        a.tolerance.is_finite() && (0.0..=MAX_AUTOSCALE_TOLERANCE).contains(&a.tolerance),
+        field("tolerance"),
+        || format!("expected 0 to {MAX_AUTOSCALE_TOLERANCE} (a fraction of the target), found {}", a.tolerance),
+    );
+    out.in_range(a.scale_down_stabilization_ms, AUTOSCALE_WINDOW_MS, &field("scale_down_stabilization_ms"), "ms");
+    out.in_range(a.scale_up_stabilization_ms, AUTOSCALE_WINDOW_MS, &field("scale_up_stabilization_ms"), "ms");
+}
+
+/// The whole lab's process count (autoscaled groups at their `max_replicas`): big topologies
+/// are refused as a whole, naming the total.
 fn check_size(t: &Topology, out: &mut Problems) {
     let processes = t.processes();
     out.require(processes <= MAX_PROCESSES, "nodes", || {
@@ -187,7 +235,7 @@ fn check_size(t: &Topology, out: &mut Problems) {
 fn check_port_clashes(t: &Topology, out: &mut Problems) {
     let range = |i: usize| {
         let g = &t.nodes[i];
-        g.port as usize..g.port as usize + g.replicas.clamp(1, MAX_REPLICAS)
+        g.port as usize..g.port as usize + g.max_replicas().clamp(1, MAX_REPLICAS)
     };
     for i in 0..t.nodes.len() {
         for j in 0..i {
