@@ -16,6 +16,65 @@ pub struct StateReport {
     /// The settings in force (fixed for the life of the process).
     #[serde(flatten)]
     pub settings: Settings,
+    /// Every node group of the topology in force, with its autoscaler's state.
+    #[serde(default)]
+    pub groups: Vec<GroupState>,
+}
+
+/// One node group as the lab runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub name: String,
+    /// Replicas the topology in force gives it (an autoscaler's current count).
+    pub replicas: usize,
+    /// Its autoscaler, when the group has one and the lab runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleState>,
+}
+
+/// What a group's autoscaler saw and decided last. The lab that runs the controller writes it
+/// (`autoscale.json` beside the published topology); the balancer serves it on `/state` and
+/// in its live samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleState {
+    /// The group it scales.
+    pub group: String,
+    /// Replicas running (or starting) now.
+    pub current: usize,
+    /// What the last sync recommended, after stabilization, rate limits and clamping.
+    pub desired: usize,
+    pub min_replicas: usize,
+    pub max_replicas: usize,
+    /// `cpu`, `in_flight` or `rps`.
+    pub metric: scalelab_topology::AutoscaleMetric,
+    /// The metric's mean over the ready nodes at the last sync (`None`: no node reported).
+    pub value: Option<f64>,
+    /// The per-node value it aims for.
+    pub target: f64,
+    /// Unix time of the last sync, seconds.
+    pub synced_at: f64,
+    /// The last change of replicas it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<Decision>,
+    /// Replica changes so far (the newest [`MAX_DECISIONS`] are kept in `decisions`).
+    pub decisions_total: u64,
+    /// Its recent replica changes, oldest first.
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
+}
+
+/// Decisions an [`AutoscaleState`] keeps.
+pub const MAX_DECISIONS: usize = 50;
+
+/// One change of replicas by an autoscaler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Unix time, seconds.
+    pub at: f64,
+    pub from: usize,
+    pub to: usize,
+    /// In words, e.g. `cpu 0.93 of 0.50 cap, target 0.60`.
+    pub reason: String,
 }
 
 /// One backend.
