@@ -16,18 +16,25 @@
 //! # Layout
 //! - this file: [`Lab`], the handle: `start`, `wait_ready`, `apply`, `view`, `cpu_usage`,
 //!   `shutdown`; and what they answer ([`View`], [`NotReady`]).
-//! - `supervisor`: the task that owns the children (reap, respawn, retire, stop, hand over).
+//! - `supervisor`: the task that owns the children (reap, respawn, retire, stop, restart one
+//!   at a time, hand over, scale).
+//! - `child`: one child under its name, and the stages of its life.
 //! - [`plan`]: what a topology edit means for the running lab (pure).
-//! - `process`: one child: how it is started and stopped.
+//! - `launch`: the seam where children are started (real processes, or fakes in tests).
+//! - `process`: one real child: how it is started and stopped.
+//! - `sockets`: the balancer's listening sockets, bound once and handed to each balancer.
 //! - `snapshot`: the published topology the children watch.
 //! - [`cgroup`]: per-node CPU caps and CPU accounting.
 //! - `ready`: readiness probes (a node listens; the balancer sees every node healthy).
 
 pub mod cgroup;
+mod child;
+mod launch;
 pub mod plan;
 mod process;
 mod ready;
 mod snapshot;
+mod sockets;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -141,13 +148,16 @@ impl Lab {
     /// started is an error, and nothing is left running.
     pub async fn start(topology: &Topology, options: LabOptions) -> anyhow::Result<Lab> {
         preflight(topology)?;
-        let mut sup = Supervisor::new(topology.clone(), options)?;
-        sup.spawn_nodes()?;
+        let env = options.log_filter.iter().map(|f| ("RUST_LOG", f.clone())).collect();
+        let launcher = Box::new(launch::Processes { exe: options.exe, env });
+        let caps = cgroup::CpuCaps::detect().map_err(|e| format!("{e:#}"));
+        let mut sup = Supervisor::new(topology.clone(), launcher, caps)?;
+        sup.spawn_nodes();
         let late = ready::listening(&sup.node_addrs(), NODES_LISTEN_WAIT).await;
         for addr in late {
             tracing::warn!("node {addr} is not accepting connections after {NODES_LISTEN_WAIT:?}");
         }
-        sup.spawn_balancer()?;
+        sup.spawn_balancer();
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let task = tokio::spawn(sup.run(cmd_rx));
         Ok(Lab { cmd_tx, task })
@@ -197,6 +207,13 @@ impl Lab {
         self.ask(|tx| Command::Apply(Box::new(topology.clone()), tx))
             .await
             .context("the lab is not running")?
+    }
+
+    /// Runs `replicas` nodes of the autoscaled `group` (clamped to its bounds): what an
+    /// autoscaler decided. Scale-in retires nodes as a `replicas` edit does.
+    pub async fn scale(&self, group: &str, replicas: usize) -> anyhow::Result<Plan> {
+        let group = group.to_string();
+        self.ask(|reply| Command::Scale { group, replicas, reply }).await.context("the lab is not running")?
     }
 
     /// Tells the lab's children that an edit was refused, with why (the dashboard shows it);

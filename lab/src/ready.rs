@@ -59,6 +59,23 @@ pub async fn balancer_sees(admin: SocketAddr, names: &[String], within: Duration
     }
 }
 
+/// Waits until the balancer's admin `/state` lists node `name` healthy, or `within` has passed.
+pub async fn balancer_sees_healthy(admin: SocketAddr, name: &str, within: Duration) -> Result<(), String> {
+    let end = Instant::now() + within;
+    loop {
+        let last = match timeout(PROBE_TIMEOUT, get_state(admin)).await {
+            Ok(Ok(state)) if state.healthy_names().iter().any(|n| n == name) => return Ok(()),
+            Ok(Ok(_)) => format!("{name} is not healthy at the balancer"),
+            Ok(Err(e)) => format!("{admin}/state: {e}"),
+            Err(_) => format!("{admin}/state: no answer within {PROBE_TIMEOUT:?}"),
+        };
+        if Instant::now() >= end {
+            return Err(last);
+        }
+        sleep(PROBE_EVERY).await;
+    }
+}
+
 /// `GET /state` from the balancer's admin listener, parsed.
 pub async fn get_state(admin: SocketAddr) -> Result<StateReport, String> {
     get_json(admin, "/state").await

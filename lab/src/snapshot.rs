@@ -36,6 +36,11 @@ impl Snapshot {
         Ok(Snapshot { path: dir.join("topology.yaml"), dir })
     }
 
+    /// The lab's private directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The file children watch.
     pub fn path(&self) -> &Path {
         &self.path

@@ -21,7 +21,8 @@
 //! - `primary`: the supervisor, gunicorn-arbiter style: `spawn_worker`, `reap_workers`,
 //!   `kill_worker`, `manage_workers`, all driven from one select loop.
 //! - `signals`: the primary's signal intake; handlers only enqueue.
-//! - `backoff`: the respawn delay of a worker slot that keeps crashing right after it starts.
+//! - [`backoff`]: the respawn delay of a slot that keeps crashing right after it starts, with
+//!   a [`backoff::Policy`] per supervisor (this node's workers, and the lab's children).
 //! - `watch`: applying the topology file's group (`workers`) and `workload` to this node.
 //! - `worker`: a worker's single-threaded runtime, its accept (or receive) loop and graceful
 //!   drain.
@@ -34,7 +35,7 @@
 //! Workers are never `fork()`ed from a process that runs tokio: the primary re-executes its own
 //! binary (`current_exe() worker`) with the settings in environment variables.
 
-mod backoff;
+pub mod backoff;
 pub mod cgroup_stats;
 mod config;
 mod cpu;

@@ -23,7 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Policy};
 use crate::config::{WorkerConfig, EXIT_BOOT_FAILED};
 use crate::front::{Front, Member};
 use crate::lifeline::{self, Lifeline, LIFELINE_FD};
@@ -295,7 +295,11 @@ impl Arbiter {
         match self.spawn_worker(id) {
             Ok(()) => true,
             Err(e) => {
-                let delay = self.backoff.entry(id).or_default().record_death(Duration::ZERO, Instant::now());
+                let delay = self
+                    .backoff
+                    .entry(id)
+                    .or_insert_with(|| Backoff::new(Policy::WORKER))
+                    .record_death(Duration::ZERO, Instant::now());
                 tracing::error!("cannot spawn worker {id}, retrying in {delay:?}: {e:#}");
                 false
             }
@@ -342,7 +346,7 @@ impl Arbiter {
             self.halt = Some(format!("worker {} (pid {}) failed to boot; not respawning it", w.id, w.pid));
             return;
         }
-        let backoff = self.backoff.entry(w.id).or_default();
+        let backoff = self.backoff.entry(w.id).or_insert_with(|| Backoff::new(Policy::WORKER));
         let delay = backoff.record_death(uptime, now);
         let when = if delay.is_zero() { "now".to_string() } else { format!("in {delay:?}") };
         let crash_loop = match backoff.quick_deaths() {
