@@ -189,7 +189,7 @@ where
             backends: list,
             retries: self.metrics.retries.get(),
             settings: self.settings.clone(),
-            groups: Vec::new(),
+            groups: self.live.groups(),
         }
     }
 

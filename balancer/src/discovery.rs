@@ -106,6 +106,10 @@ async fn resolve_all(targets: Vec<BackendTarget>) -> Vec<(SocketAddr, String)> {
     resolved.into_iter().map(|(_, addr, name)| (addr, name)).collect()
 }
 
+/// The file beside the topology where a lab's autoscaler writes its state
+/// (`Vec<`[`AutoscaleState`](crate::status::AutoscaleState)`>` as JSON).
+pub const AUTOSCALE_FILE: &str = "autoscale.json";
+
 /// Polls the topology file and publishes each valid edit; an invalid edit is logged with its
 /// problems and the last good topology stays in force. Both are noted for the dashboard, as
 /// is an edit rejected upstream: a supervisor that publishes only valid topologies (`scalelab
@@ -120,11 +124,14 @@ pub struct TopologyWatcher {
     supervised: bool,
 }
 
-/// The file and its rejection note, as last seen.
+/// The file and the notes beside it, as last seen.
 struct Watched {
     topology: TopologyWatch,
     rejected: std::path::PathBuf,
     rejected_seen: Option<String>,
+    /// The lab's autoscaler state (`autoscale.json`), rewritten at each of its syncs.
+    autoscale: std::path::PathBuf,
+    autoscale_seen: Option<String>,
 }
 
 impl TopologyWatcher {
@@ -138,7 +145,9 @@ impl TopologyWatcher {
         supervised: bool,
     ) -> TopologyWatcher {
         let rejected = watch.path().with_file_name("rejected.txt");
-        let watched = Watched { topology: watch, rejected, rejected_seen: None };
+        let autoscale = watch.path().with_file_name(AUTOSCALE_FILE);
+        let watched =
+            Watched { topology: watch, rejected, rejected_seen: None, autoscale, autoscale_seen: None };
         TopologyWatcher { watch: Mutex::new(watched), topology, live, supervised }
     }
 
@@ -149,6 +158,15 @@ impl TopologyWatcher {
             if watched.rejected_seen.as_deref() != Some(note.as_str()) {
                 self.live.rejected(note.trim().to_string());
                 watched.rejected_seen = Some(note);
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(&watched.autoscale) {
+            if watched.autoscale_seen.as_deref() != Some(text.as_str()) {
+                match serde_json::from_str(&text) {
+                    Ok(states) => self.live.autoscaled(states),
+                    Err(e) => tracing::warn!("{}: {e}", watched.autoscale.display()),
+                }
+                watched.autoscale_seen = Some(text);
             }
         }
         let polled = watched.topology.poll();

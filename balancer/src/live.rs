@@ -21,11 +21,12 @@ use pingora_core::services::background::BackgroundService;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::LoadBalancer;
 use scalelab_topology::{limits, Topology};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::node_stats::{self, NodeStats};
 use crate::state::Roster;
+use crate::status::{AutoscaleState, GroupState};
 
 /// How often the view is sampled and published.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -36,7 +37,7 @@ const MAX_CHANGES: usize = 50;
 pub const HISTORY: usize = 300;
 
 /// One published sample.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
     /// Unix time of the sample, seconds.
     pub t: f64,
@@ -58,10 +59,13 @@ pub struct Sample {
     pub changes: Vec<Change>,
     /// The last edit that was rejected, if it is newer than the last accepted one.
     pub last_error: Option<Change>,
+    /// Every node group, with its replicas and its autoscaler's state.
+    #[serde(default)]
+    pub groups: Vec<GroupState>,
 }
 
 /// One node (natively a replica; with DNS discovery, one container address).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeSample {
     pub name: String,
     pub addr: String,
@@ -93,7 +97,7 @@ pub struct NodeSample {
 }
 
 /// One worker of a node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSample {
     pub id: usize,
     /// Responses per second over the last second.
@@ -103,7 +107,7 @@ pub struct WorkerSample {
 }
 
 /// A topology change, or a rejected edit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     /// Unix time, seconds.
     pub t: f64,
@@ -115,6 +119,10 @@ pub struct Change {
 pub struct Live {
     changes: Mutex<VecDeque<Change>>,
     last_error: Mutex<Option<Change>>,
+    /// What the lab's autoscaler last wrote (`autoscale.json` beside the topology).
+    autoscale: Mutex<Vec<AutoscaleState>>,
+    /// The groups as of the last sample (for `/state`).
+    groups: Mutex<Vec<GroupState>>,
     history: Mutex<VecDeque<Arc<str>>>,
     sample_tx: watch::Sender<Arc<str>>,
 }
@@ -124,6 +132,8 @@ impl Default for Live {
         Live {
             changes: Mutex::new(VecDeque::new()),
             last_error: Mutex::new(None),
+            autoscale: Mutex::new(Vec::new()),
+            groups: Mutex::new(Vec::new()),
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             sample_tx: watch::channel(Arc::from("{}")).0,
         }
@@ -155,6 +165,33 @@ impl Live {
     /// Records a rejected edit.
     pub fn rejected(&self, message: String) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(Change { t: now(), what: message });
+    }
+
+    /// Records the autoscaler's state, as the lab wrote it.
+    pub fn autoscaled(&self, states: Vec<AutoscaleState>) {
+        *self.autoscale.lock().unwrap_or_else(|p| p.into_inner()) = states;
+    }
+
+    /// Every group of `t`, with its autoscaler's state when one runs; remembered for
+    /// [`Live::groups`].
+    fn sample_groups(&self, t: &Topology) -> Vec<GroupState> {
+        let states = self.autoscale.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let groups: Vec<GroupState> = t
+            .nodes
+            .iter()
+            .map(|g| GroupState {
+                name: g.name.clone(),
+                replicas: g.replicas,
+                autoscale: g.autoscale.as_ref().and(states.iter().find(|s| s.group == g.name).cloned()),
+            })
+            .collect();
+        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups.clone();
+        groups
+    }
+
+    /// The groups as of the last sample.
+    pub fn groups(&self) -> Vec<GroupState> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Publishes `sample` (JSON): kept in the history, then sent to every subscriber.
@@ -342,6 +379,7 @@ where
             nodes,
             changes,
             last_error,
+            groups: self.live.sample_groups(&topology),
         }
     }
 }

@@ -41,7 +41,9 @@ pub struct AutoscaleState {
     pub group: String,
     /// Replicas running (or starting) now.
     pub current: usize,
-    /// What the last sync recommended, after stabilization, rate limits and clamping.
+    /// What the metric alone asked for at the last sync.
+    pub recommended: usize,
+    /// What the last sync decided, after stabilization, rate limits and clamping.
     pub desired: usize,
     pub min_replicas: usize,
     pub max_replicas: usize,

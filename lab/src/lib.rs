@@ -25,8 +25,10 @@
 //! - `sockets`: the balancer's listening sockets, bound once and handed to each balancer.
 //! - `snapshot`: the published topology the children watch.
 //! - [`cgroup`]: per-node CPU caps and CPU accounting.
+//! - [`autoscale`]: the autoscaler (Kubernetes' HPA rules) that sets autoscaled groups' counts.
 //! - `ready`: readiness probes (a node listens; the balancer sees every node healthy).
 
+pub mod autoscale;
 pub mod cgroup;
 mod child;
 mod launch;
@@ -46,7 +48,7 @@ use anyhow::Context;
 use scalelab_balancer::BalancerArgs;
 use scalelab_node::NodeArgs;
 use scalelab_topology::{Replica, Topology};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 pub use plan::Plan;
@@ -140,6 +142,33 @@ pub enum NotReady {
 pub struct Lab {
     cmd_tx: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
+    decisions: broadcast::Sender<autoscale::GroupDecision>,
+    /// The autoscaler's task; it holds no strong handle on the supervisor, so dropping the
+    /// lab still closes its command channel.
+    _autoscaling: AbortOnDrop,
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The native lab as the autoscaler's [`autoscale::Scaler`]: a decision is a command to the
+/// supervisor, answered once applied.
+struct LabScaler(mpsc::WeakSender<Command>);
+
+impl autoscale::Scaler for LabScaler {
+    async fn scale(&mut self, group: &str, replicas: usize) -> anyhow::Result<()> {
+        let tx = self.0.upgrade().context("the lab is not running")?;
+        let (reply, answer) = oneshot::channel();
+        let group = group.to_string();
+        tx.send(Command::Scale { group, replicas, reply }).await.ok().context("the lab is not running")?;
+        answer.await.context("the lab is not running")?.map(drop)
+    }
 }
 
 impl Lab {
@@ -159,8 +188,17 @@ impl Lab {
         }
         sup.spawn_balancer();
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let status = sup.lab_dir().join(scalelab_balancer::discovery::AUTOSCALE_FILE);
+        let autoscaler = autoscale::Autoscaler::new(sup.admin_addr(), sup.topology_rx(), Some(status));
+        let decisions = autoscaler.decisions();
+        let autoscaling = AbortOnDrop(tokio::spawn(autoscaler.run(LabScaler(cmd_tx.downgrade()))));
         let task = tokio::spawn(sup.run(cmd_rx));
-        Ok(Lab { cmd_tx, task })
+        Ok(Lab { cmd_tx, task, decisions, _autoscaling: autoscaling })
+    }
+
+    /// The autoscaler's decisions from now on, each once, with its reason.
+    pub fn decisions(&self) -> broadcast::Receiver<autoscale::GroupDecision> {
+        self.decisions.subscribe()
     }
 
     async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
@@ -237,6 +275,7 @@ impl Lab {
     /// requests) and removes what the lab created. If `force` resolves first (a second
     /// Ctrl-C), whatever still runs is SIGKILLed.
     pub async fn shutdown(self, force: impl Future<Output = ()>) {
+        self._autoscaling.0.abort();
         let (tx, rx) = oneshot::channel();
         if self.cmd_tx.send(Command::Shutdown(tx)).await.is_ok() {
             tokio::pin!(force);
