@@ -5,13 +5,17 @@
 
 mod table;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use scalelab_lab::{Lab, LabOptions, Plan};
-use scalelab_topology::TopologyWatch;
+
+use scalelab_lab::{Lab, LabOptions, NotReady, Plan};
+use scalelab_topology::{Topology, TopologyWatch};
+use tokio::sync::broadcast;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::UpArgs;
@@ -87,12 +91,36 @@ async fn supervise(file: PathBuf, log_filter: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies each valid edit until a stop signal.
+/// How long `up` waits for restarted or added nodes to serve before it reprints the table.
+const SETTLE_WAIT: Duration = Duration::from_secs(15);
+
+/// Applies each valid edit and prints each autoscaler decision, until a stop signal. After an
+/// edit that starts or restarts nodes, the table is printed again once the balancer sees them
+/// all healthy, so the last table on the screen is what runs.
 async fn follow_edits(file: &Path, lab: &Lab, watch: &mut TopologyWatch, stop: &mut StopSignals) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
+    let mut decisions = lab.decisions();
+    let mut settling: Option<Pin<Box<dyn Future<Output = Result<(), NotReady>> + '_>>> = None;
+    let mut declared = lab.view().await.map(|v| v.topology);
     loop {
         tokio::select! {
             () = stop.next() => return,
+            decided = decisions.recv() => {
+                match decided {
+                    Ok(d) => println!("scalelab up: {d}"),
+                    Err(broadcast::error::RecvError::Lagged(n)) => println!("scalelab up: ({n} autoscaler decisions not shown)"),
+                    Err(broadcast::error::RecvError::Closed) => {}
+                }
+                continue;
+            }
+            ready = async { settling.as_mut().expect("guarded").await }, if settling.is_some() => {
+                settling = None;
+                if let Err(e) = ready {
+                    eprintln!("scalelab up: {e}");
+                }
+                show(file, lab).await;
+                continue;
+            }
             _ = tick.tick() => {}
         }
         match watch.poll() {
@@ -101,18 +129,35 @@ async fn follow_edits(file: &Path, lab: &Lab, watch: &mut TopologyWatch, stop: &
                 eprintln!("scalelab up: {e}\nscalelab up: keeping the running topology");
                 lab.reject(e.to_string()).await;
             }
-            Some(Ok(t)) => match lab.apply(&t).await {
-                Ok(plan) if plan.is_empty() => {}
-                Ok(plan) => {
-                    report(&plan);
-                    show(file, lab).await;
+            Some(Ok(t)) => {
+                let autoscale_edits = declared.as_ref().map(|old| autoscale_changes(old, &t)).unwrap_or_default();
+                match lab.apply(&t).await {
+                    Ok(plan) => {
+                        for line in &autoscale_edits {
+                            println!("scalelab up: {line}");
+                        }
+                        declared = Some(t);
+                        if plan.is_empty() {
+                            continue;
+                        }
+                        report(&plan);
+                        show(file, lab).await;
+                        if !plan.start.is_empty() || !plan.restart.is_empty() {
+                            settling = Some(Box::pin(lab.wait_ready(SETTLE_WAIT)));
+                        }
+                    }
+                    Err(e) => eprintln!(
+                        "scalelab up: cannot apply the edit: {e:#}\nscalelab up: keeping the running topology"
+                    ),
                 }
-                Err(e) => eprintln!(
-                    "scalelab up: cannot apply the edit: {e:#}\nscalelab up: keeping the running topology"
-                ),
-            },
+            }
         }
     }
+}
+
+/// The `autoscale` blocks an edit changed, in words (`autoscale 1..6 on cpu node (target 0.5)`).
+fn autoscale_changes(old: &Topology, new: &Topology) -> Vec<String> {
+    scalelab_topology::diff::changes(old, new).into_iter().filter(|c| c.starts_with("autoscale")).collect()
 }
 
 /// One line per change an edit made.

@@ -1,5 +1,5 @@
-//! What `scalelab up` prints: the nodes it runs (name, address, workers, CPU cap, pid), the
-//! URLs to use, and whether CPU caps are enforced.
+//! What `scalelab up` prints: the nodes it runs (name, address, workers, CPU cap, pid), each
+//! autoscaler's bounds, the URLs to use, and whether CPU caps are enforced.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -48,6 +48,22 @@ pub fn render(file: &Path, v: &View) -> String {
         None => pid(v.balancer_pid),
     };
     let _ = writeln!(out, "  {:<12} {:<22} {:>7} {:>5}  {balancer}", "balancer", b.listen, "", "");
+    for g in &v.topology.nodes {
+        if let Some(a) = &g.autoscale {
+            let _ = writeln!(
+                out,
+                "autoscale: {} runs {} of {}..{} replicas, {} target {} (decides every {:.1} s, scale-down window {:.0} s)",
+                g.name,
+                g.replicas,
+                a.min_replicas,
+                a.max_replicas,
+                a.metric.as_str(),
+                a.target,
+                a.sync_ms as f64 / 1000.0,
+                a.scale_down_stabilization_ms as f64 / 1000.0
+            );
+        }
+    }
     let _ = writeln!(out, "traffic:   http://{}/op1  http://{}/op2", b.listen, b.listen);
     let _ = writeln!(out, "dashboard: http://{}/", b.admin);
     let _ = writeln!(out, "admin:     http://{}/metrics  http://{}/state", b.admin, b.admin);
