@@ -2,8 +2,10 @@
 // the balancer's last 5 minutes at once, then about one a second), keeps the last few minutes
 // of them, and draws them with uPlot. Charts: throughput per node with the
 // theoretical capacity, latency, in-flight requests, CPU against the cap, errors and retries;
-// every topology change is a marker on the charts. Workers and the topology are HTML tables
-// and bars, with data-* attributes a test (or a curious reader) can query.
+// every topology change is a marker on the charts. Autoscaled groups get their own charts:
+// replicas as steps and the metric against its target, with a marker per decision. Workers
+// and the topology are HTML tables and bars, with data-* attributes a test (or a curious
+// reader) can query.
 "use strict";
 
 const HISTORY_SECONDS = 300;
@@ -15,6 +17,8 @@ const state = {
   op2: [],            // /op2 requests per second over all nodes
   nodes: new Map(),   // name -> { color, rps[], p50[], p99[], inflight[], cpu[], cap[], errors[], retries[] }
   changes: [],        // { t, what }
+  groups: new Map(),  // autoscaled group -> { color, replicas[], desired[], value[], target[], metric }
+  decisions: [],      // { t, what, mark }: the autoscalers' decisions (mark: the chart's short label)
   charts: {},         // id -> uPlot
   nodeKey: "",        // names the charts were built for
   last: null,         // the latest sample
@@ -61,10 +65,39 @@ function ingest(sample) {
     for (const s of state.nodes.values()) for (const k of ["rps", "p50", "p99", "inflight", "cpu", "cap", "errors", "retries"]) s[k].shift();
   }
   for (const [name, s] of state.nodes) if (s.rps.every((v) => v === null)) state.nodes.delete(name);
+  ingestGroups(sample);
   for (const c of sample.changes) {
     if (!state.changes.some((k) => k.t === c.t && k.what === c.what)) state.changes.push(c);
   }
   scheduleRender();
+}
+
+// The autoscaled groups of a sample, aligned with state.times like the nodes.
+const GROUP_KEYS = ["replicas", "desired", "value", "target"];
+function ingestGroups(sample) {
+  const seen = new Set();
+  for (const g of sample.groups || []) {
+    const a = g.autoscale;
+    if (!a) continue;
+    seen.add(g.name);
+    if (!state.groups.has(g.name)) {
+      const empty = () => state.times.slice(0, -1).map(() => null);
+      state.groups.set(g.name, { color: COLORS[state.groups.size % COLORS.length], metric: a.metric,
+        replicas: empty(), desired: empty(), value: empty(), target: empty() });
+    }
+    const s = state.groups.get(g.name);
+    s.metric = a.metric;
+    s.replicas.push(g.replicas); s.desired.push(a.desired); s.value.push(a.value); s.target.push(a.target);
+    for (const d of a.decisions) {
+      const what = `${g.name}: ${d.from}→${d.to} (${d.reason})`;
+      // The chart marker says the step; the list below the charts gives the reason.
+      const mark = `${g.name} ${d.from}→${d.to}`;
+      if (!state.decisions.some((k) => k.t === d.at && k.what === what)) state.decisions.push({ t: d.at, what, mark });
+    }
+  }
+  for (const [name, s] of state.groups) if (!seen.has(name)) for (const k of GROUP_KEYS) s[k].push(null);
+  for (const s of state.groups.values()) while (s.replicas.length > state.times.length) for (const k of GROUP_KEYS) s[k].shift();
+  for (const [name, s] of state.groups) if (s.replicas.every((v) => v === null)) state.groups.delete(name);
 }
 
 // A burst of samples (the history a new stream starts with) is drawn once, not sample by sample.
@@ -76,8 +109,9 @@ function scheduleRender() {
 
 // ---- charts ----
 
-// Draws every topology change in view as a vertical line with its text.
-function markers() {
+// Draws every change in `list()` (topology changes by default) in view as a vertical line
+// with its text.
+function markers(list = () => state.changes) {
   return {
     hooks: {
       draw: [(u) => {
@@ -87,11 +121,11 @@ function markers() {
         ctx.strokeStyle = "#8c959f"; ctx.fillStyle = "#424a53"; ctx.setLineDash([4, 3]);
         ctx.font = `${Math.round(11 * devicePixelRatio)}px system-ui, sans-serif`;
         let row = 0;
-        for (const c of state.changes) {
+        for (const c of list()) {
           if (c.t < lo || c.t > hi) continue;
           const x = u.valToPos(c.t, "x", true);
           ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
-          ctx.fillText(c.what, x + 4 * devicePixelRatio, u.bbox.top + (12 + 13 * (row++ % 3)) * devicePixelRatio);
+          ctx.fillText(c.mark || c.what, x + 4 * devicePixelRatio, u.bbox.top + (12 + 13 * (row++ % 3)) * devicePixelRatio);
         }
         ctx.restore();
       }],
@@ -99,7 +133,7 @@ function markers() {
   };
 }
 
-function chart(id, yLabel, series, data) {
+function chart(id, yLabel, series, data, marks = markers()) {
   const el = document.getElementById(id);
   const width = Math.max(320, el.clientWidth);
   const opts = {
@@ -108,7 +142,7 @@ function chart(id, yLabel, series, data) {
     axes: [{}, { label: yLabel, size: 60 }],
     series: [{}].concat(series),
     legend: { live: false },
-    plugins: [markers()],
+    plugins: [marks],
   };
   if (state.charts[id]) state.charts[id].destroy();
   el.textContent = "";
@@ -141,12 +175,41 @@ function buildCharts() {
   chart("chart-errors", "per second",
     nodeSeries(" errors").concat(nodeSeries(" retries", { dash: [2, 3] })),
     [t, ...col("errors"), ...col("retries")]);
-  state.nodeKey = names.join(",");
+  buildGroupCharts();
+  state.nodeKey = names.join(",") + "|" + [...state.groups.keys()].join(",");
+}
+
+function groupData() {
+  const names = [...state.groups.keys()];
+  const col = (k) => names.map((n) => state.groups.get(n)[k]);
+  return {
+    replicas: [state.times, ...col("replicas"), ...col("desired")],
+    metric: [state.times, ...col("value"), ...col("target")],
+  };
+}
+
+function buildGroupCharts() {
+  const groups = [...state.groups.entries()];
+  document.getElementById("autoscaling").hidden = groups.length === 0;
+  if (!groups.length) return;
+  const series = (suffix, opts = {}) => groups.map(([name, g]) => ({
+    label: `${name}${typeof suffix === "function" ? suffix(g) : suffix}`, stroke: g.color,
+    width: opts.width || 2, dash: opts.dash, paths: opts.steps ? uPlot.paths.stepped({ align: 1 }) : undefined,
+  }));
+  const decided = markers(() => state.decisions);
+  const data = groupData();
+  chart("chart-replicas", "replicas",
+    series(" replicas", { steps: true, width: 2.5 }).concat(series(" desired", { steps: true, dash: [6, 4], width: 1.5 })),
+    data.replicas, decided);
+  const unit = (g) => ({ cpu: " cpu (used / cap)", in_flight: " in flight per node", rps: " req/s per node" }[g.metric] || "");
+  chart("chart-metric", "metric per node",
+    series(unit).concat(series((g) => ` target`, { dash: [2, 3], width: 1.5 })), data.metric, decided);
 }
 
 function updateCharts() {
   const names = [...state.nodes.keys()];
-  if (names.join(",") !== state.nodeKey || !state.charts["chart-rps"]) return buildCharts();
+  const key = names.join(",") + "|" + [...state.groups.keys()].join(",");
+  if (key !== state.nodeKey || !state.charts["chart-rps"]) return buildCharts();
   const t = state.times;
   const col = (k) => names.map((n) => state.nodes.get(n)[k]);
   state.charts["chart-rps"].setData([t, ...col("rps"), state.op2, state.theory]);
@@ -154,6 +217,11 @@ function updateCharts() {
   state.charts["chart-inflight"].setData([t, ...col("inflight")]);
   state.charts["chart-cpu"].setData([t, ...col("cpu"), ...col("cap")]);
   state.charts["chart-errors"].setData([t, ...col("errors"), ...col("retries")]);
+  if (state.groups.size) {
+    const data = groupData();
+    state.charts["chart-replicas"].setData(data.replicas);
+    state.charts["chart-metric"].setData(data.metric);
+  }
 }
 
 // ---- tables ----
@@ -212,6 +280,17 @@ function renderTopology(sample) {
     list.append(el("li", { "data-what": c.what }, el("time", {}, clock(c.t)), c.what));
   }
   if (!state.changes.length) list.append(el("li", {}, "no change since the balancer started"));
+  const decisions = document.getElementById("decisions");
+  decisions.textContent = "";
+  for (const d of state.decisions.slice().reverse()) {
+    decisions.append(el("li", { "data-decision": d.what }, el("time", {}, clock(d.t)), d.what));
+  }
+  if (state.groups.size) {
+    const replicas = document.getElementById("chart-replicas");
+    replicas.dataset.groups = [...state.groups.keys()].join(",");
+    replicas.dataset.decisions = String(state.decisions.length);
+    replicas.dataset.replicas = [...state.groups.values()].map((g) => g.replicas[g.replicas.length - 1]).join(",");
+  }
   document.getElementById("chart-rps").dataset.markers = String(state.changes.length);
   document.getElementById("chart-rps").dataset.samples = String(state.times.length);
 }

@@ -15,8 +15,8 @@ use anyhow::Context;
 
 use scalelab_lab::{Lab, LabOptions, NotReady, Plan};
 use scalelab_topology::{Topology, TopologyWatch};
-use tokio::sync::broadcast;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::broadcast;
 
 use crate::cli::UpArgs;
 
@@ -130,7 +130,8 @@ async fn follow_edits(file: &Path, lab: &Lab, watch: &mut TopologyWatch, stop: &
                 lab.reject(e.to_string()).await;
             }
             Some(Ok(t)) => {
-                let autoscale_edits = declared.as_ref().map(|old| autoscale_changes(old, &t)).unwrap_or_default();
+                let autoscale_edits =
+                    declared.as_ref().map(|old| autoscale_changes(old, &t)).unwrap_or_default();
                 match lab.apply(&t).await {
                     Ok(plan) => {
                         for line in &autoscale_edits {

@@ -435,3 +435,38 @@ pub fn burst(addr: &str, n: usize, path: &str) -> Vec<usize> {
         })
         .collect()
 }
+
+/// Whether `up` enforces CPU caps here; when not, says so on stderr, and fails when the run
+/// requires them (`SCALELAB_REQUIRE_CGROUPS=1`, set by scripts/test.sh where they work).
+pub fn cgroups_enforced(output: &str) -> bool {
+    if output.contains("CPU caps: enforced") {
+        return true;
+    }
+    let why = output.lines().find(|l| l.contains("NOT enforced")).unwrap_or("no CPU caps line");
+    assert!(std::env::var("SCALELAB_REQUIRE_CGROUPS").as_deref() != Ok("1"), "cgroups required: {why}");
+    eprintln!("SKIPPED: CPU caps cannot be enforced on this machine: {why}");
+    false
+}
+
+/// The cgroup directories of the lab run by `up` process `pid` (`scalelab-<pid>-<n>` in each
+/// hierarchy this process is in).
+pub fn lab_cgroups(pid: i32) -> Vec<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut parents = vec![std::path::PathBuf::from("/sys/fs/cgroup"), "/sys/fs/cgroup/unified".into()];
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        for c in controllers.split(',').filter(|c| ["cpu", "cpuacct"].contains(c)) {
+            parents.push(std::path::Path::new("/sys/fs/cgroup").join(c).join(path.trim_start_matches('/')));
+        }
+    }
+    parents
+        .iter()
+        .filter_map(|parent| std::fs::read_dir(parent).ok())
+        .flat_map(|entries| entries.flatten())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("scalelab-{pid}-")))
+        })
+        .collect()
+}
