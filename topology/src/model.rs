@@ -842,35 +842,11 @@ nodes:
     #[test]
     fn autoscale_bounds_are_named() {
         let cases = [
-            (
-                "replicas: 1",
-                "replicas: 5",
-                "nodes[0].replicas",
-                "expected min_replicas (1) to max_replicas (4)",
-                4,
-            ),
-            (
-                "min_replicas: 1",
-                "min_replicas: 5",
-                "nodes[0].autoscale.max_replicas",
-                "expected min_replicas (5)",
-                10,
-            ),
+            ("replicas: 1", "replicas: 5", "nodes[0].replicas", "expected min_replicas (1) to max_replicas (4)", 4),
+            ("min_replicas: 1", "min_replicas: 5", "nodes[0].autoscale.max_replicas", "expected min_replicas (5)", 10),
             ("max_replicas: 4", "max_replicas: 65", "nodes[0].autoscale.max_replicas", "to 64 replicas", 10),
-            (
-                "target: 0.6",
-                "target: 1.5",
-                "nodes[0].autoscale.target",
-                "0.05 to 1 of the node's CPU cap",
-                12,
-            ),
-            (
-                "target: 0.6",
-                "target: 0.6\n      sync_ms: 100",
-                "nodes[0].autoscale.sync_ms",
-                "500 to 600000 ms",
-                13,
-            ),
+            ("target: 0.6", "target: 1.5", "nodes[0].autoscale.target", "0.05 to 1 of the node's CPU cap", 12),
+            ("target: 0.6", "target: 0.6\n      sync_ms: 100", "nodes[0].autoscale.sync_ms", "500 to 600000 ms", 13),
             ("target: 0.6", "target: 0.6\n      tolerance: -1", "nodes[0].autoscale.tolerance", "0 to 1", 13),
             (
                 "target: 0.6",
@@ -892,8 +868,7 @@ nodes:
         // in_flight and rps need no cap, and have their own target ranges.
         let src = AUTOSCALED.replace("    cpus: 0.5\n", "").replace("metric: cpu", "metric: in_flight");
         assert!(Topology::from_yaml(&src.replace("target: 0.6", "target: 8")).is_ok());
-        let p =
-            problems(&src.replace("metric: in_flight", "metric: rps").replace("target: 0.6", "target: 0.01"));
+        let p = problems(&src.replace("metric: in_flight", "metric: rps").replace("target: 0.6", "target: 0.01"));
         assert!(p[0].message.contains("requests per second per node"), "{p:#?}");
     }
 
@@ -905,8 +880,7 @@ nodes:
         );
         let p = problems(&src);
         assert!(p.iter().any(|p| p.path == "nodes[1].port" && p.message.contains("8081..=8084")), "{p:#?}");
-        let big =
-            AUTOSCALED.replace("max_replicas: 4", "max_replicas: 64").replace("workers: 1", "workers: 4");
+        let big = AUTOSCALED.replace("max_replicas: 4", "max_replicas: 64").replace("workers: 1", "workers: 4");
         let p = problems(&big);
         assert!(p.iter().any(|p| p.message.contains("at most 256 processes")), "{p:#?}");
     }

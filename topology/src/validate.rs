@@ -182,55 +182,39 @@ fn check_autoscale(g: &NodeGroup, a: &Autoscale, at: &dyn Fn(&str) -> String, ou
     out.require(
         (a.min_replicas.max(1)..=MAX_REPLICAS).contains(&a.max_replicas),
         field("max_replicas"),
+        || format!("expected min_replicas ({}) to {MAX_REPLICAS} replicas, found {}", a.min_replicas, a.max_replicas),
+    );
+    out.require(
+        (a.min_replicas..=a.max_replicas).contains(&g.replicas),
+        at("replicas"),
         || {
             format!(
-                "expected min_replicas ({}) to {MAX_REPLICAS} replicas, found {}",
-                a.min_replicas, a.max_replicas
+                "expected min_replicas ({}) to max_replicas ({}) while autoscale is set (replicas is the \
+                 starting count), found {}",
+                a.min_replicas, a.max_replicas, g.replicas
             )
         },
     );
-    out.require((a.min_replicas..=a.max_replicas).contains(&g.replicas), at("replicas"), || {
-        format!(
-            "expected min_replicas ({}) to max_replicas ({}) while autoscale is set (replicas is the \
-                 starting count), found {}",
-            a.min_replicas, a.max_replicas, g.replicas
-        )
-    });
     let (lo, hi, unit) = match a.metric {
         AutoscaleMetric::Cpu => (AUTOSCALE_CPU_TARGET.0, AUTOSCALE_CPU_TARGET.1, "of the node's CPU cap"),
         AutoscaleMetric::InFlight => {
             (AUTOSCALE_IN_FLIGHT_TARGET.0, AUTOSCALE_IN_FLIGHT_TARGET.1, "requests in flight per node")
         }
-        AutoscaleMetric::Rps => {
-            (AUTOSCALE_RPS_TARGET.0, AUTOSCALE_RPS_TARGET.1, "requests per second per node")
-        }
+        AutoscaleMetric::Rps => (AUTOSCALE_RPS_TARGET.0, AUTOSCALE_RPS_TARGET.1, "requests per second per node"),
     };
     out.require(a.target.is_finite() && (lo..=hi).contains(&a.target), field("target"), || {
         format!("expected {lo} to {hi} {unit} for metric {}, found {}", a.metric.as_str(), a.target)
     });
     out.require(a.metric != AutoscaleMetric::Cpu || g.cpus.is_some(), field("metric"), || {
-        format!(
-            "expected `cpus` on this group: metric cpu is cores used / the cap, and {} has no cap",
-            g.name
-        )
+        format!("expected `cpus` on this group: metric cpu is cores used / the cap, and {} has no cap", g.name)
     });
     out.in_range(a.sync_ms, AUTOSCALE_SYNC_MS, &field("sync_ms"), "ms");
     out.require(
         a.tolerance.is_finite() && (0.0..=MAX_AUTOSCALE_TOLERANCE).contains(&a.tolerance),
         field("tolerance"),
-        || {
-            format!(
-                "expected 0 to {MAX_AUTOSCALE_TOLERANCE} (a fraction of the target), found {}",
-                a.tolerance
-            )
-        },
+        || format!("expected 0 to {MAX_AUTOSCALE_TOLERANCE} (a fraction of the target), found {}", a.tolerance),
     );
-    out.in_range(
-        a.scale_down_stabilization_ms,
-        AUTOSCALE_WINDOW_MS,
-        &field("scale_down_stabilization_ms"),
-        "ms",
-    );
+    out.in_range(a.scale_down_stabilization_ms, AUTOSCALE_WINDOW_MS, &field("scale_down_stabilization_ms"), "ms");
     out.in_range(a.scale_up_stabilization_ms, AUTOSCALE_WINDOW_MS, &field("scale_up_stabilization_ms"), "ms");
 }
 
