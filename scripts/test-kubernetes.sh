@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Kubernetes checks (issue 14): installs what they need, then runs the ignored tests of
-# tests/kubernetes.rs through nextest. The checks themselves are Rust, with the rest of the
+# tests/kubernetes.rs and tests/podman_kube.rs through nextest. The checks themselves are Rust, with the rest of the
 # suite's harness and typed reports (README, "Testing": why not a second engine in bash).
 #
 #   scripts/test-kubernetes.sh
@@ -14,8 +14,9 @@
 #     externally managed Python nor a pyenv shim matters, and the next run reuses it.
 #
 # Then, in one nextest run:
-#   - every_document_passes_the_kubernetes_schema: strict validation at 1.37.0 and 1.25.0;
-#   - podman_kube_play_runs_the_manifest: the manifest under `podman kube play`, in a podman
+#   - kubernetes every_document_passes_the_kubernetes_schema: strict validation at 1.37.0
+#     and 1.25.0;
+#   - podman_kube podman_kube_play_runs_the_manifest: the manifest under `podman kube play`, in a podman
 #     of its own (tests/common/podman.rs: configuration, storage, network in 198.19.255.0/24,
 #     all in one directory, removed at the end).
 # About 30 s once installed (the first install takes about a minute).
@@ -50,6 +51,6 @@ fi
 export SCALELAB_KUBERNETES_VALIDATE=$PWD/$kv_dir
 
 log "podman $(podman version --format '{{.Client.Version}}'), $(runc --version | head -n 1), kubernetes-validate $kv_version"
-cargo nextest run --release --locked --no-fail-fast --test kubernetes --run-ignored only \
+cargo nextest run --release --locked --no-fail-fast --test kubernetes --test podman_kube --run-ignored only \
     --success-output final
 log "took $((SECONDS - t0)) s"
