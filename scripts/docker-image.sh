@@ -4,6 +4,7 @@
 #   scripts/docker-image.sh              # package target/release/scalelab (built if missing)
 #   scripts/docker-image.sh path/to/bin  # package another binary under the same layout
 #   SCALELAB_IMAGE=name:tag scripts/docker-image.sh
+#   SCALELAB_ENGINE=podman scripts/docker-image.sh   # the same image into podman's store
 #
 # Why: no image registry is reachable where the tests run, so the Dockerfile's base images
 # cannot be pulled. This script makes the smallest root filesystem that runs the binary and
@@ -11,6 +12,12 @@
 # /usr/local/bin/scalelab, user `scalelab` (uid/gid 10001, home /home/scalelab, the working
 # directory), ENTRYPOINT the binary, CMD --help, ports 8080 (traffic), 9090 (admin) and 8081
 # (node) exposed.
+#
+# The engine is `docker` unless SCALELAB_ENGINE says `podman` (the Kubernetes checks run the
+# image under `podman kube play`): the same root filesystem, byte for byte, and the same
+# settings, imported with `podman import`, which takes the same --change instructions. Podman
+# reads its storage and configuration from the caller's environment (CONTAINERS_CONF,
+# CONTAINERS_STORAGE_CONF), so a test's private store receives it.
 #
 # What the root filesystem holds, and why:
 #   - the binary and exactly the shared objects `ldd` lists, plus the dynamic loader, each at
@@ -28,6 +35,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 image=${SCALELAB_IMAGE:-scalelab:latest}
+engine=${SCALELAB_ENGINE:-docker}
+case $engine in
+    docker | podman) ;;
+    *)
+        echo "docker-image.sh: SCALELAB_ENGINE must be docker or podman, not '$engine'" >&2
+        exit 2
+        ;;
+esac
 bin=${1:-target/release/scalelab}
 uid=10001
 
@@ -118,21 +133,24 @@ tar -C "$rootfs" -rf "$tarball" "${tar_common[@]}" --owner=$uid --group=$uid ./h
 digest=$(sha256sum "$tarball" | cut -d' ' -f1)
 
 label=org.scalelab.rootfs-sha256
-current=$(docker image inspect --format "{{ index .Config.Labels \"$label\" }}" "$image" \
+current=$("$engine" image inspect --format "{{ index .Config.Labels \"$label\" }}" "$image" \
     2>/dev/null || true)
 if [[ $current == "$digest" ]]; then
     log "$image is up to date (rootfs $digest)"
     exit 0
 fi
 
-previous=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+previous=$("$engine" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 
-# The same settings as the Dockerfile's runtime stage.
-docker import \
+# The same settings as the Dockerfile's runtime stage (one port per EXPOSE: podman 4.3
+# reads one).
+quiet=()
+[[ $engine == podman ]] && quiet=(--quiet)   # its copy progress; docker import prints none
+"$engine" import "${quiet[@]}" \
     --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --change "USER $uid:$uid" \
     --change "WORKDIR /home/scalelab" \
-    --change "EXPOSE 8080 9090 8081" \
+    --change "EXPOSE 8080" --change "EXPOSE 9090" --change "EXPOSE 8081" \
     --change 'ENTRYPOINT ["/usr/local/bin/scalelab"]' \
     --change 'CMD ["--help"]' \
     --change "LABEL $label=$digest" \
@@ -140,6 +158,6 @@ docker import \
     "$tarball" "$image" >/dev/null
 # The image the tag pointed at before is now untagged: remove it unless a container uses it.
 if [[ -n $previous ]]; then
-    docker image rm "$previous" >/dev/null 2>&1 || true
+    "$engine" image rm "$previous" >/dev/null 2>&1 || true
 fi
-log "imported $image ($(du -h "$tarball" | cut -f1) rootfs, $(wc -w <<<"$libs") shared objects)"
+log "imported $image into $engine ($(du -h "$tarball" | cut -f1) rootfs, $(wc -w <<<"$libs") shared objects)"

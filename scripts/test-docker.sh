@@ -206,6 +206,9 @@ lint_dockerfile() {
 # `docker compose up`.
 dockerfile_matches_workspace() {
     local members declared copied dir ctx cid
+    # `cargo tree --offline` below resolves the whole graph, dev-dependencies included, which a
+    # bare `cargo build` never downloads: fetch them first (nothing to do when present).
+    cargo fetch --locked --quiet
     members=$(cargo metadata --no-deps --format-version 1 --offline | python3 -c '
 import json, os, sys
 m = json.load(sys.stdin)

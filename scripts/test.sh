@@ -5,9 +5,13 @@
 #   scripts/test.sh            # all tests: cargo tests, then the Docker tests
 #   scripts/test.sh up         # only cargo tests matching "up" (nextest filter), no Docker
 #   SCALELAB_DOCKER=0 scripts/test.sh   # skip the Docker tests
+#   SCALELAB_KUBERNETES=0 scripts/test.sh   # skip the Kubernetes checks
 #
-# The Docker tests (scripts/test-docker.sh) install Debian's docker.io and Compose v2 when
-# missing, start an engine when none runs, and run the lab under Compose and Swarm.
+# The Kubernetes checks (scripts/test-kubernetes.sh) install podman and kubernetes-validate when
+# missing, validate kubernetes.yaml against the Kubernetes schemas and run it under
+# `podman kube play`. The Docker tests (scripts/test-docker.sh) install Debian's docker.io and
+# Compose v2 when missing, start an engine when none runs, and run the lab under Compose and
+# Swarm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +44,9 @@ export PROPTEST_CASES=${PROPTEST_CASES:-4000}
 cargo build --release --locked
 cargo nextest run --release --locked --workspace --no-fail-fast "$@"
 
+if [ "${SCALELAB_KUBERNETES:-1}" != 0 ] && [ $# -eq 0 ]; then
+    bash scripts/test-kubernetes.sh
+fi
 if [ "${SCALELAB_DOCKER:-1}" != 0 ] && [ $# -eq 0 ]; then
     bash scripts/test-docker.sh
 fi

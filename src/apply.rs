@@ -1,5 +1,6 @@
 //! `scalelab apply`: after an edit of `topology.yaml`, bring the Compose lab in line with it:
-//! re-render `compose.yaml` (and `stack.yaml`), then `docker compose up -d --remove-orphans`.
+//! re-render `compose.yaml` (and `stack.yaml`, `kubernetes.yaml`), then `docker compose up -d
+//! --remove-orphans`.
 //! Compose recreates only what changed: replica counts scale, a `cpus` edit recreates that
 //! group's containers, and a worker-count edit changes neither file (the nodes follow the
 //! mounted topology themselves), so no container restarts for it.
@@ -10,8 +11,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context};
 
 /// Renders, then runs compose in the topology's directory.
-pub fn run(topology: &Path) -> anyhow::Result<ExitCode> {
-    crate::compose::run(topology, false)?;
+pub fn run(topology: &Path, image: &crate::render::Image) -> anyhow::Result<ExitCode> {
+    crate::render::run(topology, false, image)?;
     let dir = topology.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let args = ["compose", "-f", "compose.yaml", "up", "-d", "--remove-orphans"];
     println!("scalelab apply: docker {}", args.join(" "));

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::render;
+
 /// scalelab: prefork nodes behind a pingora balancer, driven by one topology file.
 #[derive(Debug, Parser)]
 #[command(name = "scalelab", version, about, propagate_version = true)]
@@ -20,7 +22,7 @@ pub enum Command {
     Up(UpArgs),
     /// Validate a topology file; print every problem with its line and column.
     Check(CheckArgs),
-    /// Render compose.yaml (Docker Compose) and stack.yaml (Swarm) from the topology.
+    /// Render compose.yaml (Docker Compose), stack.yaml (Swarm) and kubernetes.yaml (Kubernetes) from the topology.
     Compose(ComposeArgs),
     /// Apply a topology edit to the Compose lab: re-render, then `docker compose up -d`.
     Apply(ApplyArgs),
@@ -64,12 +66,16 @@ pub struct CheckArgs {
 /// Flags of `scalelab compose`.
 #[derive(Debug, clap::Args)]
 pub struct ComposeArgs {
-    /// The topology to render; compose.yaml and stack.yaml are written next to it.
+    /// The topology to render; compose.yaml, stack.yaml and kubernetes.yaml are written next to it.
     #[arg(long, short, default_value = "topology.yaml")]
     pub topology: PathBuf,
-    /// Do not write: exit non-zero when compose.yaml or stack.yaml is out of date.
+    /// Do not write: exit non-zero when compose.yaml, stack.yaml or kubernetes.yaml is out of date.
     #[arg(long)]
     pub check: bool,
+    /// The image the rendered files run (a registry's, for a cluster that pulls: e.g.
+    /// registry.example:5000/scalelab:1.0).
+    #[arg(long, default_value = render::image::DEFAULT_IMAGE)]
+    pub image: render::Image,
 }
 
 /// Flags of `scalelab apply`.
@@ -78,4 +84,7 @@ pub struct ApplyArgs {
     /// The edited topology; compose.yaml next to it is re-rendered and applied.
     #[arg(long, short, default_value = "topology.yaml")]
     pub topology: PathBuf,
+    /// The image the rendered files run (as `scalelab compose --image`).
+    #[arg(long, default_value = render::image::DEFAULT_IMAGE)]
+    pub image: render::Image,
 }

@@ -8,13 +8,13 @@
 //! - `lab/`: a whole lab on one machine as a library (`Lab`): start, apply edits, shut down.
 //! - `experiment/`: `results.json`, the USL fit and `report.html`.
 //! - this crate: the `scalelab` CLI. [`up`] runs a lab until Ctrl-C, following the topology
-//!   file; [`check`] validates a topology; [`compose`] renders it for Docker Compose and Swarm;
-//!   [`apply`] applies an edit to a running Compose lab.
+//!   file; [`check`] validates a topology; [`render`] renders it for Docker Compose, Swarm and
+//!   Kubernetes (`scalelab compose`); [`apply`] applies an edit to a running Compose lab.
 
 pub mod apply;
 pub mod check;
 pub mod cli;
-pub mod compose;
+pub mod render;
 pub mod up;
 
 use std::io::IsTerminal;
@@ -30,14 +30,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args, filter),
         Command::Check(args) => Ok(check::run(args)),
-        Command::Compose(args) => compose::run(&args.topology, args.check).map(|fresh| {
+        Command::Compose(args) => render::run(&args.topology, args.check, &args.image).map(|fresh| {
             if fresh {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }),
-        Command::Apply(args) => apply::run(&args.topology),
+        Command::Apply(args) => apply::run(&args.topology, &args.image),
         Command::Node(args) => scalelab_node::run(args).map(|()| ExitCode::SUCCESS),
         Command::Worker => scalelab_node::run_worker().map(|()| ExitCode::SUCCESS),
         Command::Balancer(args) => scalelab_balancer::run(args).map(|()| ExitCode::SUCCESS),

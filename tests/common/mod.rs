@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod browser;
+pub mod kubernetes;
+pub mod podman;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

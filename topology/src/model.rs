@@ -420,6 +420,15 @@ impl Topology {
         Topology::from_bytes(&bytes).map_err(|e| e.in_file(path.to_path_buf()))
     }
 
+    /// [`Topology::load`], also returning the file's text: for renderings that carry the file
+    /// itself (the Kubernetes ConfigMap), read once so the text is the one validated.
+    pub fn load_with_text(path: &Path) -> Result<(Topology, String), TopologyError> {
+        let bytes = read_bounded(path)?;
+        let topology = Topology::from_bytes(&bytes).map_err(|e| e.in_file(path.to_path_buf()))?;
+        let text = String::from_utf8(bytes).expect("from_bytes accepts UTF-8 only");
+        Ok((topology, text))
+    }
+
     /// The topology as YAML that [`Topology::from_yaml`] reads back to an equal value.
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("a topology always serializes to YAML")
