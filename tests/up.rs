@@ -416,3 +416,47 @@ fn a_killed_labs_cgroups_are_removed_by_the_next_lab() {
         dirs.iter().all(|d| !d.exists()).then_some(())
     });
 }
+
+#[test]
+fn a_replica_re_added_while_its_predecessor_drains_does_not_crash_loop() {
+    // 2 -> 1 -> 2 within a second (the old node-2 still serves: it is kept), then 2 -> 1 and,
+    // once its SIGTERM is out, back to 2 (the new node-2 waits for the port). Under load, no
+    // request fails, nothing logs EADDRINUSE, and node-2 answers within a second each time.
+    let p = ports(2);
+    let yaml = |replicas| topology_yaml(p.listen, p.admin, &group("node", replicas, 1, None, p.node_base));
+    let t = TopologyFile::new(&yaml(2));
+    let up = start_lab(&t, &p);
+    let node2: SocketAddr = format!("127.0.0.1:{}", p.node_base + 1).parse().unwrap();
+    let pid2 = || get(node2, "/info").ok().map(|r| r.json()["pid"].clone());
+    let first = wait_for("node-2", Duration::from_secs(5), pid2);
+    let load = load_in_background(p.listen, "/op1", "8s");
+    std::thread::sleep(Duration::from_millis(500));
+
+    t.write(&yaml(1));
+    up.wait_output("node-2: removed", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(400));
+    t.write(&yaml(2));
+    let edited = std::time::Instant::now();
+    up.wait_output("node-2: started on", Duration::from_secs(5));
+    assert_eq!(pid2(), Some(first.clone()), "the retiring node-2 is taken back, not replaced");
+
+    t.write(&yaml(1));
+    std::thread::sleep(Duration::from_millis(3200)); // past the retire delay: node-2 drains
+    t.write(&yaml(2));
+    let edited_again = std::time::Instant::now();
+    let second = wait_for("a new node-2", Duration::from_secs(1), || pid2().filter(|p| *p != first));
+    eprintln!(
+        "node-2 answered {:?} after the second re-add ({:?} after the first)",
+        edited_again.elapsed(),
+        edited.elapsed()
+    );
+    assert_ne!(second, serde_json::Value::Null);
+
+    let report = load.join().unwrap();
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let out = up.output();
+    assert!(!out.contains("Address already in use") && !out.contains("exited ("), "{out}");
+    wait_for("the table to show both nodes", Duration::from_secs(10), || {
+        up.output().rsplit("scalelab lab from").next().unwrap().contains("2 node(s)").then_some(())
+    });
+}
