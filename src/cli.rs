@@ -24,7 +24,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Render compose.yaml (Docker Compose), stack.yaml (Swarm) and kubernetes.yaml (Kubernetes) from the topology.
     Compose(ComposeArgs),
-    /// Apply a topology edit to the Compose lab: re-render, then `docker compose up -d`.
+    /// Apply a topology edit to the Compose lab: re-render, then `docker compose up -d` (`--watch`: on every save, with autoscaling).
     Apply(ApplyArgs),
     /// Run one node: a primary process and its workers sharing one listening port.
     Node(scalelab_node::NodeArgs),
@@ -87,4 +87,8 @@ pub struct ApplyArgs {
     /// The image the rendered files run (as `scalelab compose --image`).
     #[arg(long, default_value = render::image::DEFAULT_IMAGE)]
     pub image: render::Image,
+    /// Keep following the file: apply every valid save, and run the autoscaler of the groups
+    /// that have an `autoscale` block against the Compose lab (`--scale GROUP=N`), until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
 }

@@ -37,7 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             }
         }),
-        Command::Apply(args) => apply::run(&args.topology, &args.image),
+        Command::Apply(args) => apply::run(&args.topology, &args.image, args.watch),
         Command::Node(args) => scalelab_node::run(args).map(|()| ExitCode::SUCCESS),
         Command::Worker => scalelab_node::run_worker().map(|()| ExitCode::SUCCESS),
         Command::Balancer(args) => scalelab_balancer::run(args).map(|()| ExitCode::SUCCESS),

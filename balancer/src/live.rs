@@ -179,10 +179,11 @@ impl Live {
         let groups: Vec<GroupState> = t
             .nodes
             .iter()
-            .map(|g| GroupState {
-                name: g.name.clone(),
-                replicas: g.replicas,
-                autoscale: g.autoscale.as_ref().and(states.iter().find(|s| s.group == g.name).cloned()),
+            .map(|g| {
+                let autoscale = g.autoscale.as_ref().and(states.iter().find(|s| s.group == g.name).cloned());
+                // Under Compose the file keeps the starting count; the autoscaler knows what runs.
+                let replicas = autoscale.as_ref().map_or(g.replicas, |a| a.current);
+                GroupState { name: g.name.clone(), replicas, autoscale }
             })
             .collect();
         *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups.clone();

@@ -387,7 +387,7 @@ impl Supervisor {
     /// Applies a valid topology from the user. Autoscaled groups keep their current count
     /// (within the new bounds); the others take `replicas` from the file.
     pub fn apply(&mut self, declared: Topology) -> anyhow::Result<Plan> {
-        let in_force = self.in_force(&declared);
+        let in_force = crate::autoscale::in_force(&declared, &self.topology);
         let plan = self.apply_in_force(in_force)?;
         self.declared = declared;
         Ok(plan)
@@ -399,19 +399,6 @@ impl Supervisor {
         let a = g.autoscale.as_ref().with_context(|| format!("node group {group:?} does not autoscale"))?;
         let replicas = replicas.clamp(a.min_replicas, a.max_replicas);
         self.apply_in_force(self.topology.with_replicas(group, replicas))
-    }
-
-    /// `declared` with each autoscaled group at the count it runs now (or its starting count
-    /// when it is new), clamped to its bounds.
-    fn in_force(&self, declared: &Topology) -> Topology {
-        let mut t = declared.clone();
-        for g in &mut t.nodes {
-            if let Some(a) = &g.autoscale {
-                let current = self.topology.group(&g.name).map_or(g.replicas, |running| running.replicas);
-                g.replicas = current.clamp(a.min_replicas, a.max_replicas);
-            }
-        }
-        t
     }
 
     /// Makes `new` the topology in force: what can fail (the children's own checks, binding

@@ -235,6 +235,20 @@ impl Autoscaler {
     }
 }
 
+/// The topology to run for `declared` while `running` runs: every autoscaled group keeps the
+/// count it runs now (its `replicas` in the file is only where it starts), clamped to its
+/// possibly edited bounds; every other group takes `replicas` from `declared`.
+pub fn in_force(declared: &Topology, running: &Topology) -> Topology {
+    let mut t = declared.clone();
+    for g in &mut t.nodes {
+        if let Some(a) = &g.autoscale {
+            let current = running.group(&g.name).map_or(g.replicas, |r| r.replicas);
+            g.replicas = current.clamp(a.min_replicas, a.max_replicas);
+        }
+    }
+    t
+}
+
 /// Why a sync changed the count, in the words `scalelab up` prints:
 /// `cpu 0.93 of 0.50 cap, target 0.60, 1 not ready, scale-up limited to 5 per 15 s`.
 fn reason(g: &NodeGroup, a: &Autoscale, o: &Observation, sync: &hpa::Sync) -> String {
