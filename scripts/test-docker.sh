@@ -46,6 +46,7 @@ swarm_created=0     # 1 once this run did `docker swarm init`: cleanup leaves th
 stack_deployed=0    # 1 once this run deployed the stack: cleanup removes it
 watchdog_pid=""
 load_pid=""         # the load running in the background, if any (start_load, balancer checks)
+watch_pid=""        # `scalelab apply --watch` of the autoscale check, while it runs
 passed=0
 current=""
 
@@ -135,6 +136,10 @@ cleanup() {
     # is a background job of this shell too, and must outlive the clean-up below.)
     if [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null; then
         wait "$load_pid" 2>/dev/null
+    fi
+    # `apply --watch` of the autoscale check, by its PID, like the load.
+    if [[ -n $watch_pid ]] && kill -INT "$watch_pid" 2>/dev/null; then
+        wait "$watch_pid" 2>/dev/null
     fi
     if docker_env_engine_answers; then
         remove_stack
@@ -670,6 +675,63 @@ compose_down_leaves_nothing() {
     ! curl -fs "http://$listen/op1" >/dev/null 2>&1 || fail "something still answers on $listen"
 }
 
+# ---- check: elastic scaling under compose ------------------------------------------------
+
+# `scalelab apply --watch` runs the lab's autoscaler against a Compose project of its own
+# topology (experiments/autoscale.yaml's group, with a shorter period and window): open-loop
+# /op2 at 60 req/s against 25 req/s per half-core node raises the group from 1 container to at
+# least 2, and once the load stops it falls back to 1 after its scale-down window. The
+# balancer's /state shows the autoscaler's decisions (apply --watch writes autoscale.json into
+# the directory the balancer mounts).
+compose_autoscale() {
+    local dir=$work/autoscale ports peak=0 n t0 decisions
+    mkdir -p "$dir"
+    read -r -a ports < <(free_ports 2)
+    cat >"$dir/topology.yaml" <<EOF
+balancer:
+  listen: 127.0.0.1:${ports[0]}
+  admin: 127.0.0.1:${ports[1]}
+  health_check: { path: /health, interval_ms: 500, timeout_ms: 2000 }
+nodes:
+  - name: node
+    replicas: 1
+    workers: 1
+    cpus: 0.5
+    port: 8081
+    autoscale: { min_replicas: 1, max_replicas: 3, metric: cpu, target: 0.6, sync_ms: 2000, scale_down_stabilization_ms: 10000 }
+EOF
+    other_projects[$project]=$dir/compose.yaml   # for cleanup, should it fail midway
+    "$bin" apply --watch --topology "$dir/topology.yaml" >"$dir/watch.out" 2>"$dir/watch.err" &
+    watch_pid=$!
+    wait_until 90 "the autoscaled lab to answer" curl -fsS -o /dev/null "http://127.0.0.1:${ports[0]}/op1"
+    "$bin" load --url "http://127.0.0.1:${ports[0]}" --path /op2 --rate 60 --connections 32 --duration 25s \
+        --json --no-progress >"$dir/load.json" 2>"$dir/load.err" &
+    load_pid=$!
+    while kill -0 "$load_pid" 2>/dev/null; do
+        n=$(node_containers | wc -l)
+        ((n > peak)) && peak=$n
+        sleep 1
+    done
+    wait_load || true
+    log "autoscale: peak $peak node containers under load ($(json 'r["rps"]' <"$dir/load.json") req/s served)"
+    ((peak >= 2)) || fail "the group did not grow under load: $(tail -n 5 "$dir/watch.out")"
+    t0=$SECONDS
+    wait_until 60 "the group back at 1 container" node_count_is 1
+    log "autoscale: back to 1 container $((SECONDS - t0)) s after the load"
+    decisions=$(curl -fsS "http://127.0.0.1:${ports[1]}/state" |
+        json '[g["autoscale"]["decisions_total"] for g in r["groups"] if g.get("autoscale")][0]') ||
+        fail "the balancer's /state has no autoscale state"
+    ((decisions >= 2)) || fail "/state counts $decisions decisions, expected a rise and a fall"
+    grep -q "scalelab apply: node: replicas 1 -> " "$dir/watch.out" ||
+        fail "apply --watch printed no decision: $(cat "$dir/watch.out")"
+    kill -INT "$watch_pid"
+    wait "$watch_pid" || fail "apply --watch did not stop cleanly on Ctrl-C: $(tail -n 3 "$dir/watch.err")"
+    watch_pid=""
+    docker compose -p "$project" -f "$dir/compose.yaml" down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
+    unset "other_projects[$project]"
+    [[ -z $(node_containers) ]] || fail "node containers left after down"
+}
+
 # ---- checks: sweep and distribution modes under compose ---------------------------------
 # Both run once the lab is down, so nothing else competes for the 2 cores they measure.
 
@@ -891,6 +953,7 @@ check dashboard dashboard_follows_compose_lab
 check compose-down compose_down_leaves_nothing
 check compose-sweep compose_sweep
 check distribution-modes distribution_modes
+check compose-autoscale compose_autoscale
 check swarm-init swarm_init
 check stack-deploy stack_deploy_and_load
 check swarm-leave swarm_leave

@@ -460,3 +460,36 @@ fn a_replica_re_added_while_its_predecessor_drains_does_not_crash_loop() {
         up.output().rsplit("scalelab lab from").next().unwrap().contains("2 node(s)").then_some(())
     });
 }
+
+#[test]
+fn a_distribution_edit_restarts_nodes_one_at_a_time_without_failing_a_request() {
+    let p = ports(2);
+    let yaml = |distribution: &str| {
+        topology_yaml(
+            p.listen,
+            p.admin,
+            &format!("{}    distribution: {distribution}\n", group("node", 2, 2, None, p.node_base)),
+        )
+    };
+    let t = TopologyFile::new(&yaml("shared"));
+    let up = start_lab(&t, &p);
+    let load = load_in_background(p.listen, "/op1", "6s");
+    std::thread::sleep(Duration::from_millis(1000));
+    t.write(&yaml("reuseport"));
+    up.wait_output("node-2: restarting on", Duration::from_secs(5));
+    let report = load.join().unwrap();
+    assert_eq!(report["errors"], 0, "{report:#}");
+    // Both nodes run the new mode, and the last table shows both.
+    for port in [p.node_base, p.node_base + 1] {
+        let info = wait_for("the new mode", Duration::from_secs(10), || {
+            let r = get(format!("127.0.0.1:{port}"), "/info").ok()?;
+            (r.json()["distribution"] == "reuseport").then_some(r)
+        });
+        assert_eq!(info.status, 200);
+    }
+    wait_for("the table reprinted with both nodes", Duration::from_secs(15), || {
+        let out = up.output();
+        let last = out.rsplit("scalelab lab from").next().unwrap();
+        (last.contains("2 node(s), 4 worker(s)") && !last.contains("(restarting)")).then_some(())
+    });
+}
