@@ -91,9 +91,8 @@ impl Schedule {
         self.poisson = match (self.pace, arrivals) {
             (Pace::Open { rate }, Arrivals::Poisson { seed }) => {
                 let limit = self.total.unwrap_or(u64::MAX);
-                let before = self
-                    .deadline
-                    .map(|d| PoissonClock::count_before(rate, seed, d - self.start, limit));
+                let before =
+                    self.deadline.map(|d| PoissonClock::count_before(rate, seed, d - self.start, limit));
                 Some((PoissonClock::new(rate, seed), before))
             }
             _ => None,
@@ -233,7 +232,8 @@ mod tests {
         let t0 = Instant::now();
         let two = Duration::from_secs(2);
         let poisson = Arrivals::Poisson { seed: 11 };
-        let s = Schedule::new(Pace::Open { rate: 500.0 }, t0, Some(two), None, vec![0]).with_arrivals(poisson);
+        let s =
+            Schedule::new(Pace::Open { rate: 500.0 }, t0, Some(two), None, vec![0]).with_arrivals(poisson);
         let planned = s.planned().unwrap();
         let at: Vec<Duration> = drain(&s, t0).iter().map(|t| t.intended.unwrap() - t0).collect();
         assert_eq!(at.len() as u64, planned, "planned counts exactly the tickets handed out");

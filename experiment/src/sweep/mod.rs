@@ -144,6 +144,7 @@ impl Plan {
             duration: Some(args.duration),
             requests: None,
             rate: args.rate,
+            arrivals: scalelab_loadgen::Arrivals::Uniform,
             timeout: Duration::from_secs(10),
             threads: scalelab_loadgen::default_threads(),
         };
