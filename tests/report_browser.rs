@@ -82,6 +82,8 @@ fn point(value: f64, n: f64, rps: f64, weights: &[(String, f64)]) -> Point {
         latency_ms: latency,
         latency_by_path_ms: Default::default(),
         by_worker: by_worker.clone(),
+        completed: None,
+        in_flight: 0,
     };
     Point {
         value,
@@ -98,6 +100,7 @@ fn point(value: f64, n: f64, rps: f64, weights: &[(String, f64)]) -> Point {
         by_node,
         by_worker,
         topology: format!("# fixture\nnodes: {n}\n"),
+        offered: None,
     }
 }
 
@@ -121,6 +124,7 @@ fn fixture() -> Results {
         started: "2025-06-01T12:00:00Z".into(),
         cores: 4,
         runner: "native".into(),
+        machine: None,
         base: "topology.yaml".into(),
         load: LoadSpec {
             target: "/op2".into(),
@@ -129,6 +133,7 @@ fn fixture() -> Results {
             duration_s: 10.0,
             warmup_s: 2.0,
             rounds: 3,
+            arrivals: None,
         },
         series: vec![
             Series {
@@ -139,6 +144,8 @@ fn fixture() -> Results {
                     .collect(),
                 fit: Some(workers),
                 fit_note: None,
+                at: None,
+                knee: None,
             },
             Series {
                 vary: "replicas".into(),
@@ -149,12 +156,16 @@ fn fixture() -> Results {
                 ],
                 fit: Some(replicas),
                 fit_note: None,
+                at: None,
+                knee: None,
             },
             Series {
                 vary: "cpus".into(),
                 points: vec![point(0.25, 0.25, 0.0, &[]), point(2.0, 2.0, 1880.0, &one_node(2))],
                 fit: None,
                 fit_note: Some("2 distinct N are too few to fit σ, κ and λ".into()),
+                at: None,
+                knee: None,
             },
         ],
     }

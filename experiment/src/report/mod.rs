@@ -96,6 +96,8 @@ pub(crate) mod tests {
             latency_ms: latency,
             latency_by_path_ms: Default::default(),
             by_worker: by_worker.clone(),
+            completed: None,
+            in_flight: 0,
         };
         Point {
             value,
@@ -112,6 +114,7 @@ pub(crate) mod tests {
             by_worker,
             cpu_used: BTreeMap::from([("node-1".to_string(), n.min(4.0))]),
             topology: format!("nodes: [{{name: node-1, workers: {n}}}]\n"),
+            offered: None,
         }
     }
 
@@ -141,6 +144,7 @@ pub(crate) mod tests {
             started: "2025-01-01T00:00:00Z".into(),
             cores: 4,
             runner: "native".into(),
+            machine: None,
             base: "topology.yaml".into(),
             load: LoadSpec {
                 target: "/op2".into(),
@@ -149,6 +153,7 @@ pub(crate) mod tests {
                 duration_s: 10.0,
                 warmup_s: 2.0,
                 rounds: 3,
+                arrivals: None,
             },
             series: vec![
                 Series {
@@ -160,6 +165,8 @@ pub(crate) mod tests {
                     ],
                     fit: Some(workers_fit),
                     fit_note: None,
+                    at: None,
+                    knee: None,
                 },
                 Series {
                     vary: "replicas".into(),
@@ -170,6 +177,8 @@ pub(crate) mod tests {
                     ],
                     fit: Some(replicas_fit),
                     fit_note: None,
+                    at: None,
+                    knee: None,
                 },
             ],
         }
@@ -212,11 +221,27 @@ pub(crate) mod tests {
             points: vec![zero],
             fit: None,
             fit_note: Some("one point".into()),
+            at: None,
+            knee: None,
         });
         let mut many = point(32.0, 32.0, 9000.0, 32);
         many.by_worker.insert("node-1/1".into(), 500_000);
-        r.series.push(Series { vary: "workers".into(), points: vec![many], fit: None, fit_note: None });
-        r.series.push(Series { vary: "replicas".into(), points: vec![], fit: None, fit_note: None });
+        r.series.push(Series {
+            vary: "workers".into(),
+            points: vec![many],
+            fit: None,
+            fit_note: None,
+            at: None,
+            knee: None,
+        });
+        r.series.push(Series {
+            vary: "replicas".into(),
+            points: vec![],
+            fit: None,
+            fit_note: None,
+            at: None,
+            knee: None,
+        });
         let html = render(&r).unwrap();
         assert!(html.contains("no per-worker counts"));
         assert!(html.contains("One point."));
@@ -240,6 +265,8 @@ pub(crate) mod tests {
             points: vec![choice(1, "round_robin", 40.0), choice(2, "least_conn", 28.0)],
             fit: None,
             fit_note: Some("algorithm is a choice, not a scale: the USL does not apply".into()),
+            at: None,
+            knee: None,
         }
     }
 

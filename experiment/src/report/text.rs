@@ -255,12 +255,15 @@ mod tests {
             by_worker: Default::default(),
             cpu_used: Default::default(),
             topology: String::new(),
+            offered: None,
         };
         Series {
             vary: "workers".into(),
             points: vec![point(1.0), point(2.0), point(4.0)],
             fit,
             fit_note: None,
+            at: None,
+            knee: None,
         }
     }
 

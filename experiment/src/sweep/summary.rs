@@ -157,6 +157,8 @@ mod tests {
             points,
             fit: None,
             fit_note: Some("algorithm is a choice, not a scale: the USL does not apply".into()),
+            at: None,
+            knee: None,
         }];
         let text = table(&r);
         assert!(text.contains("/op1 p99     /op2 p99  errors"), "{text}");
