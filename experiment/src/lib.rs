@@ -10,7 +10,9 @@
 //! - [`report`]: `report.html`, one self-contained page of charts and tables
 //!   (`scalelab report DIR`).
 //! - [`sweep`]: `scalelab sweep`: drive a lab through the series and measure each point.
+//! - [`compare`]: `scalelab compare A B`: two sweeps side by side, judged against their noise.
 
+pub mod compare;
 pub mod fit;
 pub mod queueing;
 pub mod report;
