@@ -11,8 +11,14 @@ const TOPOLOGY: &str = "balancer: { listen: 127.0.0.1:8080, admin: 127.0.0.1:909
                         workload: { op2_cpu_ms: 5 }\n\
                         nodes: [{ name: node, replicas: 1, workers: 4, port: 8081 }]\n";
 
-/// A run of one load series (shared, loads 0.2–0.9) with real topologies, on a known machine.
+/// A run of one load series (shared, loads 0.2–0.9) with real topologies, on a known machine
+/// (built once: its models' predictions take a moment).
 fn run() -> Results {
+    static RUN: std::sync::OnceLock<Results> = std::sync::OnceLock::new();
+    RUN.get_or_init(build_run).clone()
+}
+
+fn build_run() -> Results {
     let mut r = crate::report::tests::fixture();
     r.series = vec![load_series(Some("distribution=shared"), &[0.2, 0.5, 0.9])];
     for p in &mut r.series[0].points {
