@@ -73,6 +73,7 @@ pub fn draw(c: &Comparison, metric: Metric, names: (&str, &str)) -> anyhow::Resu
         chart
             .configure_mesh()
             .x_desc(format!("{}{}", metric.title(), if log { " (log scale)" } else { "" }))
+            .y_desc("point")
             .x_label_formatter(&|v| if log { format::tick(*v) } else { format::rps_tick(*v) })
             .y_label_formatter(&|y| labels.get(y.round() as usize).cloned().unwrap_or_default())
             .label_style(font(12.0))

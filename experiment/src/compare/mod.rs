@@ -48,7 +48,7 @@ pub struct CompareArgs {
     /// Exit 4 when a metric moves past a threshold beyond the rounds' noise at any point:
     /// `p99>+10%` (rose by more than 10%), `rps<-5%` (fell by more than 5%). Metrics: rps, p50,
     /// p90, p99, p99.9. Repeat for several.
-    #[arg(long = "fail-if", value_name = "METRIC>+N% | METRIC<-N%")]
+    #[arg(long = "fail-if", value_name = "RULE")]
     pub fail_if: Vec<Threshold>,
 }
 
