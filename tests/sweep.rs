@@ -1,8 +1,8 @@
 //! `scalelab sweep` on real processes: a short sweep measures every point, fits what it can,
 //! writes results.json, results.csv and a report Chromium renders; a short load sweep records
-//! each point's offered rate beside the queueing models' predictions and draws the knee; bad flags and a bad base
-//! are refused before anything starts; Ctrl-C leaves no process behind and keeps the points
-//! already measured. And `scalelab fit` / `scalelab report` on their own.
+//! each point's offered rate beside the queueing models' predictions and draws the knee; bad
+//! flags and a bad base are refused before anything starts; Ctrl-C leaves no process behind
+//! and keeps the points already measured. And `scalelab fit` / `scalelab report` on their own.
 
 mod common;
 

@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn several_servers_match_cosmetatos_and_bracket_allen_cunneen() {
         // Cosmetatos' approximation is within a few percent of the exact M/D/c mean for few
-        // servers in moderate to heavy traffic (here within 1.5%); Allen–Cunneen's ½·M/M/c
+        // servers in moderate to heavy traffic (here within 2.5%); Allen–Cunneen's ½·M/M/c
         // sits a little below.
         for c in [2u32, 3, 4, 8] {
             for rho in [0.6, 0.8, 0.9] {

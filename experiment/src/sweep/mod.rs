@@ -211,7 +211,7 @@ impl Progress {
         let this = self.per_point.saturating_sub(self.point_start.elapsed());
         let left = self.per_point * (self.total - self.done - 1) as u32 + this;
         eprintln!(
-            "[{}/{}] {label:<14} {what:<12} about {} left",
+            "[{}/{}] {label:<16} {what:<12} about {} left",
             self.done + 1,
             self.total,
             humantime::format_duration(Duration::from_secs(left.as_secs()))
