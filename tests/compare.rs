@@ -81,7 +81,7 @@ fn compare_judges_real_runs_exits_4_past_a_threshold_and_refuses_a_mismatch() {
     assert_eq!(code, 4, "stdout:\n{stdout}\nstderr:\n{stderr}");
     // At 40 req/s the quarter core is 80% busy; at 20 it may keep up (then only 40 crosses).
     assert!(stdout.contains("FAILED p99>+50%: rate: rate=40 changed +"), "rate=40 crossed:\n{stdout}");
-    let p99 = stdout.lines().filter(|l| l.trim_start().starts_with("p99 ")).last().expect(&stdout);
+    let p99 = stdout.lines().rfind(|l| l.trim_start().starts_with("p99 ")).expect(&stdout);
     assert!(p99.ends_with("worse"), "rate=40's p99: {p99}");
     assert!(stdout.contains("exit 4: "), "{stdout}");
 
