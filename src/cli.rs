@@ -32,12 +32,15 @@ pub enum Command {
     Balancer(scalelab_balancer::BalancerArgs),
     /// Drive HTTP load and report throughput, latency and who served what.
     Load(scalelab_loadgen::LoadArgs),
-    /// Measure a series of topologies (vary workers, replicas, cpus, algorithm or distribution), fit the USL, draw a report.
+    /// Measure a series of topologies or loads (vary workers, replicas, cpus, algorithm, distribution, load or rate), fit the USL or the queueing models, draw a report.
     Sweep(scalelab_experiment::sweep::SweepArgs),
     /// Fit the Universal Scalability Law to measured (N, throughput) pairs from a CSV file.
     Fit(scalelab_experiment::fit::FitArgs),
     /// Re-render report.html from a sweep's results.json.
     Report(scalelab_experiment::report::ReportArgs),
+    /// Compare two sweeps' results.json point by point against their rounds' noise; write
+    /// compare.html; exit 4 when a --fail-if threshold is crossed.
+    Compare(scalelab_experiment::compare::CompareArgs),
     /// A node worker process (started by a node primary, not by hand).
     #[command(hide = true)]
     Worker,

@@ -6,7 +6,8 @@
 //! - `balancer/`: the pingora round-robin load balancer with health checks and metrics.
 //! - `loadgen/`: the HTTP load generator behind `scalelab load`.
 //! - `lab/`: a whole lab on one machine as a library (`Lab`): start, apply edits, shut down.
-//! - `experiment/`: `results.json`, the USL fit and `report.html`.
+//! - `experiment/`: `results.json`, the USL fit, the queueing models, `report.html` and
+//!   `compare`.
 //! - this crate: the `scalelab` CLI. [`up`] runs a lab until Ctrl-C, following the topology
 //!   file; [`check`] validates a topology; [`render`] renders it for Docker Compose, Swarm and
 //!   Kubernetes (`scalelab compose`); [`apply`] applies an edit to a running Compose lab.
@@ -45,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => scalelab_experiment::sweep::run(args),
         Command::Fit(args) => scalelab_experiment::fit::run(&args),
         Command::Report(args) => scalelab_experiment::report::run(&args),
+        Command::Compare(args) => scalelab_experiment::compare::run(&args),
     }
 }
 

@@ -45,6 +45,44 @@ fn chromium_renders_every_chart_of_the_report() {
     fs::copy(&report, artifacts_dir().join("report.html")).unwrap();
 }
 
+/// A load sweep's report: a latency-against-load chart per distribution, each with its
+/// measured markers, both models' lines and the knee, all drawn by Chromium.
+#[test]
+fn chromium_renders_the_latency_against_load_charts() {
+    require_chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let json = serde_json::to_string_pretty(&load_fixture()).unwrap();
+    fs::write(dir.path().join("results.json"), json).unwrap();
+    let report = write_report(dir.path()).unwrap();
+    let url = format!("file://{}", report.display());
+    let dom = chromium(dir.path(), "dom", &["--dump-dom", &url]);
+    for (i, name) in ["shared", "reuseport", "round_robin"].iter().enumerate() {
+        let chart = container(&dom, &format!("chart-load-{}", i + 1));
+        assert!(chart.contains("<svg"), "#chart-load-{} holds no <svg>", i + 1);
+        // 4 percentiles x 6 points, each a marker on its bar; 4 pooled lines, 4 dashed
+        // partitioned ones (each dash its own segment); the knee lines and their names.
+        assert!(chart.matches("<circle").count() >= 24, "{name}: markers");
+        assert!(chart.matches("<polyline").count() >= 4, "{name}: model lines");
+        for words in [
+            "pooled, M/D/2",
+            "partitioned, 2 × M/D/1",
+            "10 × S = 5.00 ms",
+            "measured 0.",
+            "pooled 0.",
+            "partitioned 0.",
+        ] {
+            assert!(chart.contains(words), "{name}: no {words:?} in its chart");
+        }
+        assert!(dom.contains(&format!("Latency against offered load: load at distribution={name}")));
+    }
+    for id in ["chart-latency", "chart-share"] {
+        assert!(container(&dom, id).contains("<svg"), "#{id}");
+    }
+    assert!(dom.contains("What the lab followed"));
+    screenshot(dir.path(), &url, "report-load.png", 1280, 3000);
+    fs::copy(&report, artifacts_dir().join("report-load.html")).unwrap();
+}
+
 // ---- the fixture: a made-up sweep on a 4-core machine, /op2 costing 1 ms of CPU ----
 
 /// A USL fit with its peak worked out the way the fit reports it.
@@ -82,6 +120,8 @@ fn point(value: f64, n: f64, rps: f64, weights: &[(String, f64)]) -> Point {
         latency_ms: latency,
         latency_by_path_ms: Default::default(),
         by_worker: by_worker.clone(),
+        completed: None,
+        in_flight: 0,
     };
     Point {
         value,
@@ -98,6 +138,7 @@ fn point(value: f64, n: f64, rps: f64, weights: &[(String, f64)]) -> Point {
         by_node,
         by_worker,
         topology: format!("# fixture\nnodes: {n}\n"),
+        offered: None,
     }
 }
 
@@ -121,6 +162,7 @@ fn fixture() -> Results {
         started: "2025-06-01T12:00:00Z".into(),
         cores: 4,
         runner: "native".into(),
+        machine: None,
         base: "topology.yaml".into(),
         load: LoadSpec {
             target: "/op2".into(),
@@ -129,6 +171,7 @@ fn fixture() -> Results {
             duration_s: 10.0,
             warmup_s: 2.0,
             rounds: 3,
+            arrivals: None,
         },
         series: vec![
             Series {
@@ -139,6 +182,8 @@ fn fixture() -> Results {
                     .collect(),
                 fit: Some(workers),
                 fit_note: None,
+                at: None,
+                knee: None,
             },
             Series {
                 vary: "replicas".into(),
@@ -149,13 +194,82 @@ fn fixture() -> Results {
                 ],
                 fit: Some(replicas),
                 fit_note: None,
+                at: None,
+                knee: None,
             },
             Series {
                 vary: "cpus".into(),
                 points: vec![point(0.25, 0.25, 0.0, &[]), point(2.0, 2.0, 1880.0, &one_node(2))],
                 fit: None,
                 fit_note: Some("2 distinct N are too few to fit σ, κ and λ".into()),
+                at: None,
+                knee: None,
             },
         ],
     }
+}
+
+/// A made-up load sweep: one node of 4 workers on 2 cores, /op2 costing 0.5 ms, three
+/// distributions each at six loads. Measured p99 sits near the partitioned model for
+/// `reuseport`, near the pooled one for `round_robin`, between for `shared`.
+fn load_fixture() -> Results {
+    use scalelab_experiment::queueing::{Model, Queue};
+    use scalelab_experiment::results::Offered;
+    let q = Queue { servers: 2, service_ms: 0.5 };
+    let loads = [0.2, 0.4, 0.6, 0.8, 0.9, 0.95];
+    let series = [("shared", 0.5), ("reuseport", 1.0), ("round_robin", 0.0)]
+        .into_iter()
+        .map(|(name, towards_partitioned)| {
+            let points: Vec<Point> = loads
+                .iter()
+                .map(|&rho| {
+                    let (pool, part) =
+                        (q.predict(Model::Pooled, rho).unwrap(), q.predict(Model::Partitioned, rho).unwrap());
+                    let mix = |a: f64, b: f64| {
+                        (a.ln() * (1.0 - towards_partitioned) + b.ln() * towards_partitioned).exp() + 0.3
+                    };
+                    let latency = Percentiles {
+                        p50: mix(pool.p50, part.p50),
+                        p90: mix(pool.p90, part.p90),
+                        p99: mix(pool.p99, part.p99),
+                        p999: mix(pool.p999, part.p999) * 1.1,
+                        max: part.p999 * 2.0,
+                        stdev: part.mean,
+                    };
+                    let mut p = point(rho, rho, 4000.0 * rho, &one_node(4));
+                    p.latency_ms = latency;
+                    for (r, f) in p.rounds.iter_mut().zip([0.93, 1.0, 1.08]) {
+                        r.latency_ms = Percentiles {
+                            p50: latency.p50 * f,
+                            p90: latency.p90 * f,
+                            p99: latency.p99 * f,
+                            p999: latency.p999 * f,
+                            ..latency
+                        };
+                    }
+                    p.offered = Some(Offered {
+                        rate_rps: 4000.0 * rho,
+                        capacity_rps: Some(4000.0),
+                        utilization: Some(rho),
+                        servers: Some(2),
+                        service_ms: Some(0.5),
+                        pooled: Some(pool),
+                        partitioned: Some(part),
+                        model_note: None,
+                    });
+                    p
+                })
+                .collect();
+            let predicted = Some((5.0, q.knee(Model::Pooled), q.knee(Model::Partitioned)));
+            Series {
+                vary: "load".into(),
+                at: Some(format!("distribution={name}")),
+                knee: scalelab_experiment::sweep::load::knee(&points, predicted),
+                points,
+                fit: None,
+                fit_note: Some("load is the offered load, not a scale: see the knee".into()),
+            }
+        })
+        .collect();
+    Results { series, ..fixture() }
 }

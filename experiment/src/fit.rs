@@ -10,7 +10,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::results::UslFit;
-use crate::usl;
+use crate::usl::{self, compact};
+
+/// The largest CSV `fit` reads: far more than any sweep writes (a line is ~20 bytes).
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Measurements `fit` takes at most.
+pub const MAX_MEASUREMENTS: usize = 100_000;
+/// The largest concurrency N: units (workers, nodes, connections) a lab could have.
+pub const MAX_N: f64 = 1_000_000.0;
+/// A field quoted in an error is cut to this many characters.
+const QUOTE_CHARS: usize = 40;
 
 /// Arguments of `scalelab fit`.
 #[derive(Debug, clap::Args)]
@@ -27,6 +36,10 @@ pub struct FitArgs {
 /// input, the line.
 pub fn run(args: &FitArgs) -> anyhow::Result<ExitCode> {
     let path = args.file.display();
+    let size = fs::metadata(&args.file).with_context(|| format!("reading {path}"))?.len();
+    if size > MAX_FILE_BYTES {
+        anyhow::bail!("{path}: {size} bytes; fit reads at most {MAX_FILE_BYTES} bytes ({MAX_MEASUREMENTS} measurements)");
+    }
     let text = fs::read_to_string(&args.file).with_context(|| format!("reading {path}"))?;
     let points = parse_csv(&text).with_context(|| format!("in {path}"))?;
     let fit = usl::fit(&points).with_context(|| format!("fitting the USL to {path}"))?;
@@ -57,6 +70,12 @@ impl fmt::Display for Column {
 /// and includes blank and comment lines, as an editor does.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CsvError {
+    /// More data lines than [`MAX_MEASUREMENTS`].
+    #[error("line {line}: more than {MAX_MEASUREMENTS} measurements")]
+    TooMany {
+        /// The first line past the bound.
+        line: usize,
+    },
     /// Not exactly two comma-separated fields.
     #[error("line {line}: expected 2 columns (concurrency, throughput), found {found}")]
     ColumnCount {
@@ -85,16 +104,17 @@ pub enum CsvError {
         /// The field as written.
         value: String,
     },
-    /// N ≤ 0: the USL is defined for one unit and more.
-    #[error("line {line}: concurrency {value} must be greater than 0")]
-    ConcurrencyNotPositive {
+    /// N outside 1 to [`MAX_N`]: the USL counts units from one (X(1) = λ is the throughput of
+    /// one), and a bound keeps a typo from passing as a measurement.
+    #[error("line {line}: concurrency {} is out of range: expected 1 to {MAX_N} (N counts units: workers, nodes, connections)", compact(*.value))]
+    ConcurrencyOutOfRange {
         /// The line, from 1.
         line: usize,
         /// The value found.
         value: f64,
     },
     /// X < 0.
-    #[error("line {line}: throughput {value} is negative")]
+    #[error("line {line}: throughput {} is negative", compact(*.value))]
     NegativeThroughput {
         /// The line, from 1.
         line: usize,
@@ -128,11 +148,14 @@ pub fn parse_csv(text: &str) -> Result<Vec<(f64, f64)>, CsvError> {
         }
         let n = number(line, Column::Concurrency, n)?;
         let x = number(line, Column::Throughput, x)?;
-        if n <= 0.0 {
-            return Err(CsvError::ConcurrencyNotPositive { line, value: n });
+        if !(1.0..=MAX_N).contains(&n) {
+            return Err(CsvError::ConcurrencyOutOfRange { line, value: n });
         }
         if x < 0.0 {
             return Err(CsvError::NegativeThroughput { line, value: x });
+        }
+        if points.len() == MAX_MEASUREMENTS {
+            return Err(CsvError::TooMany { line });
         }
         points.push((n, x));
     }
@@ -142,11 +165,20 @@ pub fn parse_csv(text: &str) -> Result<Vec<(f64, f64)>, CsvError> {
 /// One field as a finite number.
 fn number(line: usize, column: Column, field: &str) -> Result<f64, CsvError> {
     let value =
-        field.parse::<f64>().map_err(|_| CsvError::NotANumber { line, column, value: field.to_string() })?;
+        field.parse::<f64>().map_err(|_| CsvError::NotANumber { line, column, value: quote(field) })?;
     if !value.is_finite() {
-        return Err(CsvError::NotFinite { line, column, value: field.to_string() });
+        return Err(CsvError::NotFinite { line, column, value: quote(field) });
     }
     Ok(value)
+}
+
+/// `field` as an error quotes it: whole when short, else its start and its length.
+fn quote(field: &str) -> String {
+    if field.chars().count() <= QUOTE_CHARS {
+        return field.to_string();
+    }
+    let start: String = field.chars().take(QUOTE_CHARS).collect();
+    format!("{start}… ({} bytes)", field.len())
 }
 
 /// The fit as a person reads it: coefficients, peak, R², and one line on what limits scaling
@@ -171,7 +203,8 @@ pub fn render_text(fit: &UslFit, points: &[(f64, f64)]) -> String {
         ("X(N*)", peak_rps),
         ("R²", format!("{:.4}", fit.r_squared)),
     ];
-    let mut out = format!("USL fit of {} measurements, N from {min_n} to {max_n}:\n", fit.points);
+    let mut out =
+        format!("USL fit of {} measurements, N from {} to {}:\n", fit.points, compact(min_n), compact(max_n));
     for (name, value) in rows {
         out.push_str(&format!("  {name:<28}{value}\n"));
     }
@@ -268,9 +301,42 @@ load, throughput
         assert_eq!(err, CsvError::NegativeThroughput { line: 3, value: -3.0 });
         assert_eq!(err.to_string(), "line 3: throughput -3 is negative");
         let err = parse_csv("n,x\n0,10\n").unwrap_err();
-        assert_eq!(err.to_string(), "line 2: concurrency 0 must be greater than 0");
+        assert!(
+            err.to_string().starts_with("line 2: concurrency 0 is out of range: expected 1 to 1000000"),
+            "{err}"
+        );
         let err = parse_csv("n,x\n-1,10\n").unwrap_err();
-        assert_eq!(err, CsvError::ConcurrencyNotPositive { line: 2, value: -1.0 });
+        assert_eq!(err, CsvError::ConcurrencyOutOfRange { line: 2, value: -1.0 });
+        // Half a unit and a quadrillion are not concurrencies.
+        for n in ["0.5", "1e15"] {
+            let err = parse_csv(&format!("n,x\n{n},10\n")).unwrap_err();
+            assert!(matches!(err, CsvError::ConcurrencyOutOfRange { line: 2, .. }), "{n}: {err}");
+        }
+        assert_eq!(parse_csv("1.5,10\n1000000,20\n").unwrap(), [(1.5, 10.0), (1e6, 20.0)]);
+    }
+
+    #[test]
+    fn errors_quote_long_fields_in_part_and_tiny_numbers_in_scientific_notation() {
+        let huge = "9".repeat(10 * 1024 * 1024) + "x";
+        let err = parse_csv(&format!("n,x\n1,{huge}\n")).unwrap_err().to_string();
+        assert!(err.len() < 200, "the error echoes {} bytes", err.len());
+        assert!(
+            err.contains("\"9999999999") && err.contains("… (10485761 bytes)"),
+            "{}",
+            &err[..err.len().min(200)]
+        );
+        let err = parse_csv("n,x\n1,-1e-300\n").unwrap_err().to_string();
+        assert_eq!(err, "line 2: throughput -1e-300 is negative");
+        let err = parse_csv("n,x\n1e-300,1\n").unwrap_err().to_string();
+        assert!(err.starts_with("line 2: concurrency 1e-300 is out of range"), "{err}");
+        assert_eq!(compact(216.0), "216");
+        assert_eq!(compact(0.5), "0.5");
+    }
+
+    #[test]
+    fn too_many_measurements_are_refused() {
+        let csv: String = (0..=MAX_MEASUREMENTS).map(|i| format!("{},{}\n", 1 + i % 100, i)).collect();
+        assert_eq!(parse_csv(&csv).unwrap_err(), CsvError::TooMany { line: MAX_MEASUREMENTS + 1 });
     }
 
     #[test]

@@ -5,11 +5,16 @@
 //! - [`results`]: `results.json`, the serde types a sweep writes and a report reads.
 //! - [`usl`]: the Universal Scalability Law fit, by non-linear least squares.
 //! - [`fit`]: `scalelab fit FILE.csv`: read measured (N, X) pairs, fit, print.
+//! - [`queueing`]: what latency queueing theory predicts at a load (pooled M/D/c against
+//!   partitioned c × M/D/1), and where its knee is.
 //! - [`report`]: `report.html`, one self-contained page of charts and tables
 //!   (`scalelab report DIR`).
 //! - [`sweep`]: `scalelab sweep`: drive a lab through the series and measure each point.
+//! - [`compare`]: `scalelab compare A B`: two sweeps side by side, judged against their noise.
 
+pub mod compare;
 pub mod fit;
+pub mod queueing;
 pub mod report;
 pub mod results;
 pub mod sweep;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::queueing::Prediction;
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Results {
@@ -17,6 +19,9 @@ pub struct Results {
     pub cores: usize,
     /// `native` (`scalelab up` processes) or `compose` (Docker Compose containers).
     pub runner: String,
+    /// The machine it ran on (`None` in files from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
     /// The base topology file the series vary.
     pub base: String,
     /// The load every point was measured with.
@@ -40,13 +45,50 @@ pub struct LoadSpec {
     pub warmup_s: f64,
     /// Rounds per point.
     pub rounds: u32,
+    /// Open loop: `uniform` or `poisson` arrivals (`None` in older files: uniform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<String>,
+}
+
+/// The machine a sweep ran on: what decides whether two sweeps can be compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// The CPU model (`model name` in /proc/cpuinfo), or `unknown`.
+    pub cpu_model: String,
+    /// CPU cores available to the sweep.
+    pub cores: usize,
+    /// The host's name (informative: two hosts of one model are the same machine here).
+    pub hostname: String,
+}
+
+impl Machine {
+    /// This machine, with `cores` cores.
+    pub fn current(cores: usize) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        let hostname = hostname().unwrap_or_else(|| "unknown".into());
+        Machine { cpu_model, cores, hostname }
+    }
+}
+
+/// The kernel's name for this host.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string())
 }
 
 /// One `--vary FIELD=V1,V2,...`: a point per value, every other field as in the base.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
-    /// The field varied: `workers`, `replicas` or `cpus`.
+    /// The field varied: `workers`, `replicas`, `cpus`, `algorithm`, `distribution`, `load` or
+    /// `rate`.
     pub vary: String,
+    /// In a `--grid` sweep, the setting every point of this series shares
+    /// (`distribution=reuseport`); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// One point per value, in the order given.
     pub points: Vec<Point>,
     /// The USL fit over every round of every point (x = [`Point::n`], y = round req/s);
@@ -55,6 +97,9 @@ pub struct Series {
     /// Why there is no fit, or a caveat about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_note: Option<String>,
+    /// A load series: where p99 first exceeds 10 service times, measured and predicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knee: Option<Knee>,
 }
 
 impl Series {
@@ -63,6 +108,59 @@ impl Series {
     pub fn is_choice(&self) -> bool {
         self.points.iter().any(|p| p.label.is_some())
     }
+
+    /// Whether it varies the offered load (`load` or `rate`) on one topology.
+    pub fn is_load(&self) -> bool {
+        matches!(self.vary.as_str(), "load" | "rate")
+    }
+
+    /// Its name in tables and legends: `load`, or `load at distribution=shared` in a grid.
+    pub fn title(&self) -> String {
+        match &self.at {
+            Some(at) => format!("{} at {at}", self.vary),
+            None => self.vary.clone(),
+        }
+    }
+}
+
+/// The knee of a load series: the utilization where p99 first exceeds
+/// [`threshold_ms`](Knee::threshold_ms), 10× the service time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Knee {
+    /// 10 × the service time, ms.
+    pub threshold_ms: f64,
+    /// Measured: interpolated (in log p99) between the last point below the threshold and the
+    /// first above; `None` when no two such points exist (see `measured_note`).
+    pub measured: Option<f64>,
+    /// Why there is no measured knee, or a caveat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_note: Option<String>,
+    /// The pooled model's (M/D/c); `None` when it has none below ρ = 0.999 or no model applies.
+    pub pooled: Option<f64>,
+    /// The partitioned model's (c × M/D/1).
+    pub partitioned: Option<f64>,
+}
+
+/// The load a load-series point was offered, and what the queueing models predict for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offered {
+    /// The open-loop rate, requests per second.
+    pub rate_rps: f64,
+    /// The lab's theoretical capacity, req/s (as `theory_rps`); `None` when the load costs no CPU.
+    pub capacity_rps: Option<f64>,
+    /// ρ = rate / capacity.
+    pub utilization: Option<f64>,
+    /// c, the servers the models see (the usable cores, rounded); `None` without a model.
+    pub servers: Option<u32>,
+    /// S, the service time the models see, ms.
+    pub service_ms: Option<f64>,
+    /// One queue for the c servers (M/D/c); `None` at ρ ≥ 1 or without a model.
+    pub pooled: Option<Prediction>,
+    /// c queues of one server (c × M/D/1).
+    pub partitioned: Option<Prediction>,
+    /// Why there is no model, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_note: Option<String>,
 }
 
 /// One topology, measured.
@@ -102,6 +200,25 @@ pub struct Point {
     pub cpu_used: BTreeMap<String, f64>,
     /// The topology this point ran, as YAML.
     pub topology: String,
+    /// A load-series point: the rate offered and the models' predictions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered: Option<Offered>,
+}
+
+impl Point {
+    /// Whether no request of any round finished (every one still in flight when its round
+    /// ended): its zeros are not measurements. Unknown (files from before rounds counted
+    /// them) reads as `false`.
+    pub fn nothing_completed(&self) -> bool {
+        !self.rounds.is_empty() && self.rounds.iter().all(|r| r.completed == Some(0))
+    }
+
+    /// The lowest and highest of `metric` over the rounds; `None` without rounds.
+    pub fn spread(&self, metric: impl Fn(&Round) -> f64) -> Option<(f64, f64)> {
+        let values = self.rounds.iter().map(metric);
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        (lo <= hi).then_some((lo, hi))
+    }
 }
 
 /// One measured round of a point.
@@ -118,6 +235,12 @@ pub struct Round {
     pub latency_by_path_ms: BTreeMap<String, Percentiles>,
     /// Responses by `node/worker`.
     pub by_worker: BTreeMap<String, u64>,
+    /// Requests that finished (a response or an error); `None` in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+    /// Requests still in flight when the round ended (counted nowhere else).
+    #[serde(default)]
+    pub in_flight: u64,
 }
 
 /// Latency percentiles in milliseconds.

@@ -51,7 +51,7 @@ pub enum FitError {
         needed: usize,
     },
     /// N is not a finite number greater than 0.
-    #[error("points[{index}]: concurrency N = {value} must be a finite number greater than 0")]
+    #[error("points[{index}]: concurrency N = {} must be a finite number greater than 0", compact(*.value))]
     BadConcurrency {
         /// Index into the slice given to [`fit`].
         index: usize,
@@ -59,7 +59,7 @@ pub enum FitError {
         value: f64,
     },
     /// X is negative or not finite.
-    #[error("points[{index}]: throughput X = {value} must be a finite number, 0 or more")]
+    #[error("points[{index}]: throughput X = {} must be a finite number, 0 or more", compact(*.value))]
     BadThroughput {
         /// Index into the slice given to [`fit`].
         index: usize,
@@ -200,28 +200,60 @@ impl fmt::Display for PeakPosition {
             }
             PeakPosition::BelowMeasured { peak_n, min_n } => write!(
                 f,
-                "N* = {peak_n:.2} is below the smallest N measured ({min_n}): every measurement \
-                 is past the peak"
+                "N* = {} is below the smallest N measured ({}): every measurement is past the peak",
+                peak(peak_n),
+                compact(min_n)
             ),
             PeakPosition::WithinMeasured { peak_n, min_n, max_n } => write!(
                 f,
-                "N* = {peak_n:.2} is within the measured N ({min_n} to {max_n}): the \
-                 measurements show the peak"
+                "N* = {} is within the measured N ({} to {}): the measurements show the peak",
+                peak(peak_n),
+                compact(min_n),
+                compact(max_n)
             ),
             PeakPosition::BeyondMeasured { peak_n, max_n } => write!(
                 f,
-                "N* = {peak_n:.2} is beyond the largest N measured ({max_n}): the peak is an \
-                 extrapolation, {:.1}× the largest N",
-                peak_n / max_n
+                "N* = {} is beyond the largest N measured ({}): the peak is an extrapolation, {}× \
+                 the largest N",
+                peak(peak_n),
+                compact(max_n),
+                match peak_n / max_n {
+                    r if r < 1e9 => format!("{r:.1}"),
+                    r => format!("{r:.1e}"),
+                }
             ),
         }
     }
 }
 
-/// `x` to four significant digits (no exponent: throughputs and scales are moderate numbers).
+/// `x` to four significant digits; in scientific notation outside [1e-4, 1e9), so that a
+/// degenerate fit's 1e300 is not printed as 301 digits.
 fn four_digits(x: f64) -> String {
     let magnitude = if x == 0.0 || !x.is_finite() { 0 } else { x.abs().log10().floor() as i32 };
+    if !(-4..9).contains(&magnitude) {
+        return format!("{x:.3e}");
+    }
     format!("{x:.*}", (3 - magnitude).max(0) as usize)
+}
+
+/// `x` as written for a person: the shortest form that reads back as `x` (`216`, `0.5`), or
+/// scientific notation when that is longer than 12 characters (`1e-300`, not 300 digits).
+pub fn compact(x: f64) -> String {
+    let plain = x.to_string();
+    if plain.len() <= 12 {
+        plain
+    } else {
+        format!("{x:e}")
+    }
+}
+
+/// A peak N: two decimals, scientific notation when huge.
+fn peak(n: f64) -> String {
+    if n.abs() < 1e9 {
+        format!("{n:.2}")
+    } else {
+        format!("{n:.3e}")
+    }
 }
 
 /// Checks what [`fit`] needs of its input, in the order a reader would fix it.

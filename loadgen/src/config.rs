@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::arrivals::Arrivals;
 use crate::mix::Mix;
 
 /// Why a run could not start. Messages name the flag or value at fault.
@@ -110,6 +111,8 @@ pub struct LoadConfig {
     pub requests: Option<u64>,
     /// Open loop at this many requests per second; `None` for a closed loop.
     pub rate: Option<f64>,
+    /// Open loop: how arrivals are spaced (evenly, or as a Poisson process).
+    pub arrivals: Arrivals,
     /// Per-request limit, from the send to the end of the response body.
     pub timeout: Duration,
     /// Tokio runtime threads (used by [`crate::run`] and [`crate::run_load_blocking`]).
@@ -127,6 +130,7 @@ impl LoadConfig {
             duration: None,
             requests: Some(requests),
             rate: None,
+            arrivals: Arrivals::Uniform,
             timeout: Duration::from_secs(10),
             threads: crate::default_threads(),
         };
@@ -153,6 +157,7 @@ impl LoadConfig {
             duration,
             requests: args.requests,
             rate: args.rate,
+            arrivals: args.arrivals,
             timeout: args.timeout,
             threads: args.threads,
         };
@@ -179,6 +184,9 @@ impl LoadConfig {
             if !(rate.is_finite() && rate > 0.0) {
                 return invalid("--rate", "must be a number of requests per second above 0");
             }
+        }
+        if self.rate.is_none() && self.arrivals != Arrivals::Uniform {
+            return invalid("--arrivals", "spaces open-loop requests: it needs --rate");
         }
         if self.timeout.is_zero() {
             return invalid("--timeout", "must be longer than 0");

@@ -10,6 +10,8 @@
 //! - `mix.rs`: [`Mix`], the `--mix op1=9,op2=1` paths, unrolled into a shuffled, reproducible sequence.
 //! - `schedule.rs`: [`Schedule`], the load model as data: it hands out tickets (which path,
 //!   and in open loop when it is meant to go) until the count or the duration runs out.
+//! - `arrivals.rs`: [`Arrivals`], how open-loop tickets are spaced: evenly or as a Poisson
+//!   process.
 //! - `client.rs`: one kept-alive hyper connection and the single worker loop, which turns
 //!   tickets into requests and pushes each outcome into the connection's own aggregate.
 //! - `report.rs`: [`Aggregate`] (`push`, `merge`; pure) and the serde [`Report`] it becomes.
@@ -20,6 +22,7 @@
 //! This file holds the command line ([`LoadArgs`], [`run`]) and the library entry points
 //! ([`run_load`], [`run_load_blocking`]).
 
+mod arrivals;
 mod client;
 mod config;
 mod mix;
@@ -35,6 +38,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+pub use arrivals::{Arrivals, DEFAULT_SEED as DEFAULT_ARRIVAL_SEED};
 pub use config::{parse_rate, BaseUrl, LoadConfig, LoadError};
 pub use mix::{Mix, MixEntry, MixError};
 pub use printer::{natural_cmp, Output};
@@ -90,6 +94,11 @@ pub struct LoadArgs {
     /// measure latency from each request's intended send time. Without it: closed loop.
     #[arg(long, short, value_parser = config::parse_rate)]
     pub rate: Option<f64>,
+
+    /// With --rate: `uniform` sends every 1/rate seconds; `poisson` spaces requests as a
+    /// Poisson process (exponential gaps, a fixed seed), the arrivals queueing models assume.
+    #[arg(long, default_value = "uniform", value_name = "uniform|poisson", requires = "rate")]
+    pub arrivals: Arrivals,
 
     /// Per-request limit, e.g. `10s`, `500ms`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

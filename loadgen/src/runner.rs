@@ -24,7 +24,8 @@ pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Report, Loa
         None => Pace::Closed,
     };
     let start = Instant::now();
-    let schedule = Schedule::new(pace, start, cfg.duration, cfg.requests, cfg.mix.sequence());
+    let schedule = Schedule::new(pace, start, cfg.duration, cfg.requests, cfg.mix.sequence())
+        .with_arrivals(cfg.arrivals);
     let planned = schedule.planned();
     let shared = Arc::new(Shared { target, schedule, timeout: cfg.timeout, done: AtomicU64::new(0) });
     let progress = show_progress.then(|| Progress::start(shared.clone(), cfg.duration, cfg.requests));

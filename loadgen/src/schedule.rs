@@ -20,6 +20,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::arrivals::{Arrivals, PoissonClock};
+
 /// How requests are paced.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
@@ -56,6 +58,9 @@ pub struct Schedule {
     /// The next ticket's index. It may run past the last ticket: every caller that sees
     /// `None` still bumped it, so it is not a count of tickets handed out.
     next: AtomicU64,
+    /// Open loop with Poisson arrivals: the clock that spaces them (`None`: ticket `i` at
+    /// `i / rate`), and how many of its arrivals fall before the deadline.
+    poisson: Option<(PoissonClock, Option<u64>)>,
 }
 
 impl Schedule {
@@ -75,7 +80,24 @@ impl Schedule {
             total,
             sequence,
             next: AtomicU64::new(0),
+            poisson: None,
         }
+    }
+
+    /// The same schedule with open-loop tickets spaced by `arrivals` (a closed loop ignores
+    /// it). Poisson arrivals before the deadline are counted here, by replaying the seed, so
+    /// that [`planned`](Schedule::planned) stays exact.
+    pub fn with_arrivals(mut self, arrivals: Arrivals) -> Schedule {
+        self.poisson = match (self.pace, arrivals) {
+            (Pace::Open { rate }, Arrivals::Poisson { seed }) => {
+                let limit = self.total.unwrap_or(u64::MAX);
+                let before =
+                    self.deadline.map(|d| PoissonClock::count_before(rate, seed, d - self.start, limit));
+                Some((PoissonClock::new(rate, seed), before))
+            }
+            _ => None,
+        };
+        self
     }
 
     /// The pacing model.
@@ -98,6 +120,7 @@ impl Schedule {
     /// bounded only in time.
     pub fn planned(&self) -> Option<u64> {
         let by_time = match (self.pace, self.deadline) {
+            (Pace::Open { .. }, Some(_)) if self.poisson.is_some() => self.poisson.as_ref().and_then(|p| p.1),
             (Pace::Open { rate }, Some(deadline)) => {
                 Some(((deadline - self.start).as_secs_f64() * rate).ceil() as u64)
             }
@@ -123,7 +146,10 @@ impl Schedule {
             Pace::Closed => None,
             Pace::Open { rate } => {
                 // Whole nanoseconds, rounded: ticket 400 at 200/s lands exactly on 2 s.
-                let at = self.start + Duration::from_nanos((index as f64 * 1e9 / rate).round() as u64);
+                let at = match &self.poisson {
+                    Some((clock, _)) => self.start + clock.next_offset(),
+                    None => self.start + Duration::from_nanos((index as f64 * 1e9 / rate).round() as u64),
+                };
                 if self.deadline.is_some_and(|d| at >= d) {
                     return None;
                 }
@@ -198,6 +224,27 @@ mod tests {
             s.next_ticket(t0).unwrap();
         }
         assert_eq!(s.next_ticket(t0 + Duration::from_secs(2)), None);
+    }
+
+    #[test]
+    fn poisson_arrivals_are_in_order_before_the_deadline_and_counted_in_advance() {
+        //   rate 500/s for 2 s: about 1000 tickets, at irregular instants, never past 2 s
+        let t0 = Instant::now();
+        let two = Duration::from_secs(2);
+        let poisson = Arrivals::Poisson { seed: 11 };
+        let s =
+            Schedule::new(Pace::Open { rate: 500.0 }, t0, Some(two), None, vec![0]).with_arrivals(poisson);
+        let planned = s.planned().unwrap();
+        let at: Vec<Duration> = drain(&s, t0).iter().map(|t| t.intended.unwrap() - t0).collect();
+        assert_eq!(at.len() as u64, planned, "planned counts exactly the tickets handed out");
+        assert!((900..1100).contains(&planned), "{planned}");
+        assert!(at.windows(2).all(|w| w[0] <= w[1]) && *at.last().unwrap() < two);
+        let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().any(|g| *g < Duration::from_micros(500)), "some arrivals bunch up");
+        assert!(gaps.iter().any(|g| *g > Duration::from_millis(6)), "some leave gaps");
+        // A closed loop ignores it.
+        let closed = Schedule::new(Pace::Closed, t0, None, Some(3), vec![0]).with_arrivals(poisson);
+        assert!(drain(&closed, t0).iter().all(|t| t.intended.is_none()));
     }
 
     #[test]

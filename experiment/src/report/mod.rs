@@ -9,8 +9,8 @@
 //! - `format`: how numbers are written.
 //! - `page`: the template's data; the template itself is `templates/report.html`.
 
-mod charts;
-mod format;
+pub(crate) mod charts;
+pub(crate) mod format;
 mod page;
 mod text;
 
@@ -96,6 +96,8 @@ pub(crate) mod tests {
             latency_ms: latency,
             latency_by_path_ms: Default::default(),
             by_worker: by_worker.clone(),
+            completed: None,
+            in_flight: 0,
         };
         Point {
             value,
@@ -112,6 +114,7 @@ pub(crate) mod tests {
             by_worker,
             cpu_used: BTreeMap::from([("node-1".to_string(), n.min(4.0))]),
             topology: format!("nodes: [{{name: node-1, workers: {n}}}]\n"),
+            offered: None,
         }
     }
 
@@ -141,6 +144,7 @@ pub(crate) mod tests {
             started: "2025-01-01T00:00:00Z".into(),
             cores: 4,
             runner: "native".into(),
+            machine: None,
             base: "topology.yaml".into(),
             load: LoadSpec {
                 target: "/op2".into(),
@@ -149,6 +153,7 @@ pub(crate) mod tests {
                 duration_s: 10.0,
                 warmup_s: 2.0,
                 rounds: 3,
+                arrivals: None,
             },
             series: vec![
                 Series {
@@ -160,6 +165,8 @@ pub(crate) mod tests {
                     ],
                     fit: Some(workers_fit),
                     fit_note: None,
+                    at: None,
+                    knee: None,
                 },
                 Series {
                     vary: "replicas".into(),
@@ -170,8 +177,76 @@ pub(crate) mod tests {
                     ],
                     fit: Some(replicas_fit),
                     fit_note: None,
+                    at: None,
+                    knee: None,
                 },
             ],
+        }
+    }
+
+    /// A fixture load series on 2 servers of 5 ms (400 req/s): one point per load, the
+    /// measured percentiles a little above the partitioned model's, rounds ±5%, the models'
+    /// predictions and the knee worked out as a sweep does.
+    pub(crate) fn load_series(at: Option<&str>, loads: &[f64]) -> Series {
+        use crate::queueing::{Model, Queue};
+        use crate::results::Offered;
+        let q = Queue { servers: 2, service_ms: 5.0 };
+        let points: Vec<Point> = loads
+            .iter()
+            .map(|&x| {
+                let pooled = q.predict(Model::Pooled, x);
+                let partitioned = q.predict(Model::Partitioned, x);
+                let base = partitioned.unwrap_or(crate::queueing::Prediction {
+                    mean: 900.0,
+                    p50: 800.0,
+                    p90: 1500.0,
+                    p99: 2400.0,
+                    p999: 3000.0,
+                });
+                let latency = Percentiles {
+                    p50: base.p50 * 1.2 + 0.5,
+                    p90: base.p90 * 1.2 + 0.5,
+                    p99: base.p99 * 1.2 + 0.5,
+                    p999: base.p999 * 1.3 + 0.5,
+                    max: base.p999 * 2.0,
+                    stdev: base.mean / 2.0,
+                };
+                let mut p = point(x, x, 400.0 * x.min(1.0), 4);
+                p.latency_ms = latency;
+                for (r, f) in p.rounds.iter_mut().zip([0.95, 1.0, 1.05]) {
+                    r.latency_ms = Percentiles {
+                        p50: latency.p50 * f,
+                        p90: latency.p90 * f,
+                        p99: latency.p99 * f,
+                        p999: latency.p999 * f,
+                        ..latency
+                    };
+                }
+                p.theory_rps = 400.0;
+                p.offered = Some(Offered {
+                    rate_rps: 400.0 * x,
+                    capacity_rps: Some(400.0),
+                    utilization: Some(x),
+                    servers: Some(2),
+                    service_ms: Some(5.0),
+                    pooled,
+                    partitioned,
+                    model_note: None,
+                });
+                p
+            })
+            .collect();
+        let knee = crate::sweep::load::knee(
+            &points,
+            Some((50.0, q.knee(Model::Pooled), q.knee(Model::Partitioned))),
+        );
+        Series {
+            vary: "load".into(),
+            at: at.map(str::to_string),
+            points,
+            fit: None,
+            fit_note: Some("load is the offered load, not a scale: see the knee".into()),
+            knee,
         }
     }
 
@@ -212,11 +287,27 @@ pub(crate) mod tests {
             points: vec![zero],
             fit: None,
             fit_note: Some("one point".into()),
+            at: None,
+            knee: None,
         });
         let mut many = point(32.0, 32.0, 9000.0, 32);
         many.by_worker.insert("node-1/1".into(), 500_000);
-        r.series.push(Series { vary: "workers".into(), points: vec![many], fit: None, fit_note: None });
-        r.series.push(Series { vary: "replicas".into(), points: vec![], fit: None, fit_note: None });
+        r.series.push(Series {
+            vary: "workers".into(),
+            points: vec![many],
+            fit: None,
+            fit_note: None,
+            at: None,
+            knee: None,
+        });
+        r.series.push(Series {
+            vary: "replicas".into(),
+            points: vec![],
+            fit: None,
+            fit_note: None,
+            at: None,
+            knee: None,
+        });
         let html = render(&r).unwrap();
         assert!(html.contains("no per-worker counts"));
         assert!(html.contains("One point."));
@@ -240,6 +331,8 @@ pub(crate) mod tests {
             points: vec![choice(1, "round_robin", 40.0), choice(2, "least_conn", 28.0)],
             fit: None,
             fit_note: Some("algorithm is a choice, not a scale: the USL does not apply".into()),
+            at: None,
+            knee: None,
         }
     }
 
@@ -269,6 +362,36 @@ pub(crate) mod tests {
         let fits = &html[html.find("table-fit").unwrap()..];
         let fits = &fits[..fits.find("</table>").unwrap()];
         assert!(fits.contains("<td>workers</td>") && !fits.contains("<td>algorithm</td>"), "{fits}");
+    }
+
+    #[test]
+    fn a_load_sweep_has_a_latency_against_load_chart_per_series_and_its_tables() {
+        let mut r = fixture();
+        r.series = vec![
+            load_series(Some("distribution=shared"), &[0.2, 0.5, 0.8, 0.9, 0.95]),
+            load_series(Some("distribution=reuseport"), &[0.2, 0.5, 0.8, 0.9, 0.95, 1.1]),
+        ];
+        let html = render(&r).unwrap();
+        for id in ["chart-load-1", "chart-load-2", "chart-latency", "chart-share"] {
+            assert!(html.contains(&format!("id=\"{id}\"><svg")), "no #{id}");
+        }
+        assert!(!html.contains("chart-throughput") && !html.contains("table-fit"), "a load is not a scale");
+        assert!(html.contains("Latency against offered load: load at distribution=reuseport"));
+        let chart = &html[html.find("chart-load-1").unwrap()..];
+        let chart = &chart[..chart.find("</figure>").unwrap()];
+        for words in
+            ["pooled, M/D/2", "partitioned, 2 × M/D/1", "10 × S = 50.0 ms", "knee, measured", "utilization ρ"]
+        {
+            assert!(chart.contains(words), "the chart lacks {words:?}");
+        }
+        // 4 percentiles × (a pooled line, a partitioned line, the error bars' paths).
+        assert!(chart.matches("<polyline").count() >= 8, "model lines");
+        assert!(chart.matches("<circle").count() >= 20, "a marker per percentile per point");
+        // The table: ρ 0.90 offered 360 req/s, with both models' p99.
+        assert!(html.contains("<tr><td>0.9</td><td>360</td><td>0.90</td>"), "no ρ = 0.9 row");
+        let knee = html.find("knee (p99").map(|i| &html[i..i + 60]);
+        assert!(knee.is_some_and(|k| k.contains("50.0 ms = 10 x S")), "the knee under the table: {knee:?}");
+        assert!(html.contains("What the lab followed"));
     }
 
     #[test]

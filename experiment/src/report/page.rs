@@ -50,11 +50,17 @@ struct FitRow {
 
 /// A series' points, formatted.
 struct SeriesTable {
+    /// The series' name (`load at distribution=shared`).
+    title: String,
     /// The varied field, heading the first column.
     vary: String,
     /// A choice series (algorithm, distribution): no N, theory or ratio, but the tail and,
     /// for a mix, each path's p99.
     choice: bool,
+    /// A load series: the offered rate, ρ, every percentile against the models'.
+    load: bool,
+    /// A load series' knee, in words (empty otherwise).
+    knee: String,
     /// The paths of a mix, one p99 column each (choice tables only).
     paths: Vec<String>,
     rows: Vec<PointRow>,
@@ -75,6 +81,17 @@ struct PointRow {
     path_p99: Vec<String>,
     errors: String,
     jain: String,
+    /// Load series only: the offered rate, ρ, p90, and the models' p50 and p99.
+    rate: String,
+    rho: String,
+    p90: String,
+    pooled_p50: String,
+    pooled_p99: String,
+    partitioned_p50: String,
+    partitioned_p99: String,
+    /// `nothing completed ...` when no request of the point finished (its numbers are then
+    /// not shown).
+    nothing: String,
 }
 
 impl Page {
@@ -91,7 +108,7 @@ impl Page {
             version: results.scalelab_version.clone(),
             charts,
             texts: results.series.iter().map(explain).collect(),
-            fits: results.series.iter().filter(|s| !s.is_choice()).map(fit_row).collect(),
+            fits: results.series.iter().filter(|s| !s.is_choice() && !s.is_load()).map(fit_row).collect(),
             series: results.series.iter().map(series_table).collect(),
         }
     }
@@ -99,9 +116,17 @@ impl Page {
 
 /// `/op2, 64 connections (closed loop), 3 rounds of 10 s after 2 s of warm-up`.
 fn load_line(load: &LoadSpec) -> String {
+    let arrivals = load.arrivals.as_deref().map(|a| format!(", {a} arrivals")).unwrap_or_default();
     let loop_kind = match load.rate {
         Some(rate) => {
-            format!("open loop at {} req/s over {} connections", format::rps(rate), load.connections)
+            format!(
+                "open loop at {} req/s over {} connections{arrivals}",
+                format::rps(rate),
+                load.connections
+            )
+        }
+        None if !arrivals.is_empty() => {
+            format!("open loop at each load point's rate over {} connections{arrivals}", load.connections)
         }
         None => format!("{} connections (closed loop)", load.connections),
     };
@@ -151,11 +176,33 @@ fn series_table(series: &Series) -> SeriesTable {
         false => Vec::new(),
     };
     let rows = series.points.iter().map(|p| point_row(p, &paths)).collect();
-    SeriesTable { vary: series.vary.clone(), choice, paths, rows }
+    SeriesTable {
+        title: series.title(),
+        vary: series.vary.clone(),
+        choice,
+        load: series.is_load(),
+        knee: series.knee.as_ref().map(crate::sweep::summary::knee_line).unwrap_or_default(),
+        paths,
+        rows,
+    }
 }
 
 fn point_row(p: &Point, paths: &[String]) -> PointRow {
+    let o = p.offered.as_ref();
+    let model = |m: Option<f64>| m.map(format::ms).unwrap_or_else(|| "-".into());
     PointRow {
+        rate: o.map(|o| format::rps(o.rate_rps)).unwrap_or_else(|| "-".into()),
+        rho: o.and_then(|o| o.utilization).map(|u| format!("{u:.2}")).unwrap_or_else(|| "-".into()),
+        p90: format::ms(p.latency_ms.p90),
+        pooled_p50: model(o.and_then(|o| o.pooled).map(|m| m.p50)),
+        pooled_p99: model(o.and_then(|o| o.pooled).map(|m| m.p99)),
+        partitioned_p50: model(o.and_then(|o| o.partitioned).map(|m| m.p50)),
+        partitioned_p99: model(o.and_then(|o| o.partitioned).map(|m| m.p99)),
+        nothing: if p.nothing_completed() {
+            crate::sweep::summary::nothing_completed(p)
+        } else {
+            String::new()
+        },
         value: p.label.clone().unwrap_or_else(|| format::n(p.value)),
         n: format::n(p.n),
         rps: format::rps(p.rps),

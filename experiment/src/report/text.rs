@@ -1,7 +1,11 @@
 //! What a series means, in words. For a scale (workers, replicas, cpus): whether contention
 //! (σ) or coherency (κ) bounds its fit, where N* falls against the N that was measured, and how
 //! far to trust the fit. For a choice (algorithm, distribution): which choice had the shortest
-//! tail, how far apart the choices were, and whether throughput differed at all.
+//! tail, how far apart the choices were, and whether throughput differed at all. For a load
+//! series: which queueing model the measured p99 followed, where the knee fell against the
+//! models' knees, and why, from how the node spreads its connections ([`load`]).
+
+mod load;
 
 use crate::results::{Point, Series, UslFit};
 use crate::usl::{self, PeakPosition, Regime};
@@ -24,7 +28,10 @@ pub struct FitText {
 
 /// Explains the fit of `series`, or why it has none; a choice series is compared instead.
 pub fn explain(series: &Series) -> FitText {
-    let series_name = series.vary.clone();
+    let series_name = series.title();
+    if series.is_load() {
+        return load::explain(series);
+    }
     if series.is_choice() {
         return compare(series);
     }
@@ -132,7 +139,7 @@ fn compare(series: &Series) -> FitText {
         measured.iter().max_by(|a, b| a.latency_ms.p99.total_cmp(&b.latency_ms.p99)),
     ) else {
         return FitText {
-            series: series.vary.clone(),
+            series: series.title(),
             verdict: "nothing measured".into(),
             explanation: "No choice of this series answered a request.".into(),
         };
@@ -194,7 +201,7 @@ fn compare(series: &Series) -> FitText {
         sentences.push(format!("Errors: {}.", failing.join(", ")));
     }
     FitText {
-        series: series.vary.clone(),
+        series: series.title(),
         verdict: format!("shortest tail: {}", name(best)),
         explanation: sentences.join(" "),
     }
@@ -255,12 +262,15 @@ mod tests {
             by_worker: Default::default(),
             cpu_used: Default::default(),
             topology: String::new(),
+            offered: None,
         };
         Series {
             vary: "workers".into(),
             points: vec![point(1.0), point(2.0), point(4.0)],
             fit,
             fit_note: None,
+            at: None,
+            knee: None,
         }
     }
 

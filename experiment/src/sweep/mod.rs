@@ -6,10 +6,14 @@
 //! what it measured; `results.csv` and `report.html` follow at the end.
 //!
 //! - [`vary`]: `--vary FIELD=V1,...` and the topology each value makes.
+//! - [`plan`]: every flag and point checked before anything starts.
 //! - [`theory`]: the capacity a topology should have.
+//! - [`load`]: load series: each point's rate, the queueing models' predictions, the knee.
 //! - [`runner`]: where points run (native processes or Docker Compose).
 //! - [`summary`]: the terminal table and `results.csv`.
 
+pub mod load;
+pub mod plan;
 pub mod runner;
 pub mod summary;
 pub mod theory;
@@ -20,21 +24,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use scalelab_loadgen::{LoadConfig, Mix, Report};
-use scalelab_topology::{limits, Topology};
+use anyhow::Context;
+use scalelab_loadgen::{Arrivals, Mix, Report};
+use scalelab_topology::Topology;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::results::{LoadSpec, Percentiles, Point, Results, Round, Series};
+use crate::results::{Machine, Percentiles, Point, Results, Round, Series};
 use crate::{report, usl};
+use plan::{Plan, PlannedPoint};
 use runner::Runner;
-use vary::{Field, Value, Vary};
+use vary::{Setting, Vary};
 
 /// Bounds on what a sweep may be asked to do.
-const MAX_SERIES: usize = 8;
+pub(crate) const MAX_SERIES: usize = 8;
 const MAX_ROUNDS: u32 = 20;
-const MAX_DURATION: Duration = Duration::from_secs(300);
-const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(300);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 /// What a point costs besides its load: applying the topology and waiting for it, roughly.
 const POINT_OVERHEAD: Duration = Duration::from_secs(2);
 
@@ -44,10 +49,16 @@ pub struct SweepArgs {
     /// The base topology; every series changes one field of it.
     #[arg(long, short, default_value = "topology.yaml")]
     pub topology: PathBuf,
-    /// A series: `workers=1,2,4`, `replicas=1,2,4`, `cpus=0.5,1,2`, `algorithm=round_robin,p2c`
-    /// or `distribution=shared,reuseport,round_robin` (repeat for more series).
+    /// A series: `workers=1,2,4`, `replicas=1,2,4`, `cpus=0.5,1,2`, `algorithm=round_robin,p2c`,
+    /// `distribution=shared,reuseport,round_robin`, `load=0.2,0.5,0.9` (open loop at those
+    /// fractions of the lab's theoretical capacity) or `rate=50,100` (req/s). Repeat for more
+    /// series.
     #[arg(long = "vary", required = true, value_name = "FIELD=V1,V2,...")]
     pub vary: Vec<Vary>,
+    /// Cross two --vary flags: a series of the second for each value of the first (e.g.
+    /// `--vary distribution=shared,reuseport --vary load=0.2,0.5,0.9 --grid`).
+    #[arg(long)]
+    pub grid: bool,
     /// The path every request asks for. Use --mix for several.
     #[arg(long, default_value = "/op2", conflicts_with = "mix")]
     pub path: String,
@@ -60,6 +71,10 @@ pub struct SweepArgs {
     /// Open loop: requests per second, whatever the lab does.
     #[arg(long, short, value_parser = scalelab_loadgen::parse_rate)]
     pub rate: Option<f64>,
+    /// Open-loop arrivals: `uniform` or `poisson` (the default for --vary load/rate, the
+    /// arrivals the queueing models assume; each round draws its own fixed seed).
+    #[arg(long, value_name = "uniform|poisson")]
+    pub arrivals: Option<Arrivals>,
     /// Measured time per round, e.g. `5s` (at most 5 minutes).
     #[arg(long, short, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -80,98 +95,6 @@ pub struct SweepArgs {
     /// scalelab:latest must exist).
     #[arg(long)]
     pub compose: bool,
-}
-
-/// A validated sweep: the base and every point's topology.
-struct Plan {
-    series: Vec<(Vary, Vec<Topology>)>,
-    load: LoadConfig,
-    spec: LoadSpec,
-    /// (path, weight) of each request kind, for the theory.
-    paths: Vec<(String, u32)>,
-}
-
-impl Plan {
-    /// Checks every flag and every point's topology before anything starts.
-    fn new(args: &SweepArgs) -> anyhow::Result<Plan> {
-        if args.vary.len() > MAX_SERIES {
-            bail!("--vary: at most {MAX_SERIES} series, found {}", args.vary.len());
-        }
-        for (flag, value, max) in [
-            ("--duration", args.duration, MAX_DURATION),
-            ("--warmup", args.warmup, MAX_WAIT),
-            ("--pause", args.pause, MAX_WAIT),
-        ] {
-            if value > max {
-                bail!(
-                    "{flag}: at most {}, found {}",
-                    humantime::format_duration(max),
-                    humantime::format_duration(value)
-                );
-            }
-        }
-        if args.duration.is_zero() {
-            bail!("--duration: must be longer than 0");
-        }
-        let base = Topology::load(&args.topology)
-            .with_context(|| format!("--topology {}", args.topology.display()))?;
-        let series = args
-            .vary
-            .iter()
-            .map(|v| {
-                let points = v
-                    .values
-                    .iter()
-                    .map(|x| vary::topology_at(&base, v.field, x))
-                    .collect::<Result<Vec<_>, _>>();
-                points.map(|p| (v.clone(), p)).map_err(anyhow::Error::msg)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        for (_, points) in &series {
-            for t in points {
-                scalelab_lab::preflight(t)?;
-            }
-        }
-        let mix = match &args.mix {
-            Some(m) => m.clone(),
-            None => Mix::single(&args.path).map_err(|e| anyhow::anyhow!("--path: {e}"))?,
-        };
-        let url = format!("http://{}", reachable(base.balancer.listen));
-        let load = LoadConfig {
-            url: url.parse()?,
-            mix: mix.clone(),
-            connections: args.connections,
-            duration: Some(args.duration),
-            requests: None,
-            rate: args.rate,
-            timeout: Duration::from_secs(10),
-            threads: scalelab_loadgen::default_threads(),
-        };
-        load.validate()?;
-        let paths = mix.entries().iter().map(|e| (e.path.clone(), e.weight)).collect();
-        let spec = LoadSpec {
-            target: args.mix.as_ref().map_or_else(|| args.path.clone(), |m| m.to_string()),
-            connections: args.connections,
-            rate: args.rate,
-            duration_s: args.duration.as_secs_f64(),
-            warmup_s: args.warmup.as_secs_f64(),
-            rounds: args.rounds,
-        };
-        Ok(Plan { series, load, spec, paths })
-    }
-
-    fn points(&self) -> usize {
-        self.series.iter().map(|(_, p)| p.len()).sum()
-    }
-}
-
-/// A wildcard listener is reached through loopback.
-fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    if addr.ip().is_unspecified() {
-        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    }
 }
 
 /// `scalelab sweep`: runs the plan, prints the summary, writes the results. Exits 130 when
@@ -209,17 +132,18 @@ struct Outcome {
 async fn sweep(args: &SweepArgs, plan: &Plan) -> anyhow::Result<Outcome> {
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let cores = limits::cores();
+    let cores = plan.cores;
     let mut results = Results {
         scalelab_version: env!("CARGO_PKG_VERSION").to_string(),
         started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         cores,
         runner: if args.compose { "compose" } else { "native" }.to_string(),
+        machine: Some(Machine::current(cores)),
         base: args.topology.display().to_string(),
         load: plan.spec.clone(),
         series: Vec::new(),
     };
-    let first = &plan.series[0].1[0];
+    let first = &plan.series[0].points[0].topology;
     let started = tokio::select! {
         r = Runner::start(first, args.compose, &args.out) => Some(r),
         _ = int.recv() => None,
@@ -235,18 +159,22 @@ async fn sweep(args: &SweepArgs, plan: &Plan) -> anyhow::Result<Outcome> {
     let mut progress =
         Progress { done: 0, total: plan.points(), per_point, point_start: tokio::time::Instant::now() };
     let mut stopped = None;
-    'series: for (vary, topologies) in &plan.series {
+    'series: for planned in &plan.series {
         results.series.push(Series {
-            vary: vary.field.name().into(),
+            vary: planned.field.name().into(),
+            at: planned.at.map(Setting::label),
             points: Vec::new(),
             fit: None,
             fit_note: None,
+            knee: None,
         });
-        for (position, (value, t)) in vary.values.iter().zip(topologies).enumerate() {
-            let label = format!("{}={}", vary.field, value);
-            let at = At { field: vary.field, value, position };
+        for (position, p) in planned.points.iter().enumerate() {
+            let label = match planned.at {
+                Some(at) => format!("{} {}", at.label(), p.setting.label()),
+                None => p.setting.label(),
+            };
             let point = tokio::select! {
-                p = measure(&mut runner, t, at, &label, args, plan, cores, &mut progress) => p,
+                p = measure(&mut runner, p, position, &label, args, cores, &mut progress) => p,
                 _ = int.recv() => { stopped = Some("interrupted".into()); break 'series; }
                 _ = term.recv() => { stopped = Some("interrupted".into()); break 'series; }
             };
@@ -258,7 +186,9 @@ async fn sweep(args: &SweepArgs, plan: &Plan) -> anyhow::Result<Outcome> {
                     break 'series;
                 }
             }
-            fit_series(results.series.last_mut().expect("pushed above"));
+            let series = results.series.last_mut().expect("pushed above");
+            fit_series(series);
+            series.knee = load::knee(&series.points, planned.knee);
             write_results(&args.out, &results)?;
         }
     }
@@ -281,7 +211,7 @@ impl Progress {
         let this = self.per_point.saturating_sub(self.point_start.elapsed());
         let left = self.per_point * (self.total - self.done - 1) as u32 + this;
         eprintln!(
-            "[{}/{}] {label:<14} {what:<12} about {} left",
+            "[{}/{}] {label:<16} {what:<12} about {} left",
             self.done + 1,
             self.total,
             humantime::format_duration(Duration::from_secs(left.as_secs()))
@@ -289,32 +219,24 @@ impl Progress {
     }
 }
 
-/// Where a point sits in its series.
-#[derive(Clone, Copy)]
-struct At<'a> {
-    field: Field,
-    value: &'a Value,
-    position: usize,
-}
-
 /// One point: apply, warm up, measure every round.
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     runner: &mut Runner,
-    t: &Topology,
-    at: At<'_>,
+    planned: &PlannedPoint,
+    position: usize,
     label: &str,
     args: &SweepArgs,
-    plan: &Plan,
     cores: usize,
     progress: &mut Progress,
 ) -> anyhow::Result<Point> {
+    let t = &planned.topology;
     progress.point_start = tokio::time::Instant::now();
     progress.show(label, "applying");
     runner.apply(t).await?;
     if !args.warmup.is_zero() {
         progress.show(label, "warming up");
-        let mut warm = plan.load.clone();
+        let mut warm = round_load(planned, 0);
         warm.duration = Some(args.warmup);
         scalelab_loadgen::run_load(warm).await?;
         tokio::time::sleep(args.pause).await;
@@ -325,7 +247,7 @@ async fn measure(
     for r in 1..=args.rounds {
         progress.show(label, &format!("round {r}/{}", args.rounds));
         let before = runner.cpu_used().await;
-        let report = scalelab_loadgen::run_load(plan.load.clone()).await?;
+        let report = scalelab_loadgen::run_load(round_load(planned, r)).await?;
         let after = runner.cpu_used().await;
         for (node, end) in &after {
             if let Some(start) = before.get(node) {
@@ -343,6 +265,8 @@ async fn measure(
                 .map(|(p, l)| (p.clone(), percentiles(l)))
                 .collect(),
             by_worker: report.by_worker.clone(),
+            completed: Some(report.requests),
+            in_flight: report.in_flight_at_end,
         };
         rounds.push((report, round));
         if r < args.rounds {
@@ -350,7 +274,21 @@ async fn measure(
         }
     }
     progress.done += 1;
-    Ok(point(t, at, rounds, cpu_used, measured, &plan.paths, cores, runner.kind()))
+    let paths: Vec<(String, u32)> =
+        planned.load.mix.entries().iter().map(|e| (e.path.clone(), e.weight)).collect();
+    let mut p = point(t, planned.setting, position, rounds, cpu_used, measured, &paths, cores, runner.kind());
+    p.offered = planned.offered.clone();
+    Ok(p)
+}
+
+/// The load of round `round` (0 is the warm-up) of a point: Poisson arrivals draw a seed per
+/// round, the same in every sweep, so two sweeps offer their rounds the same arrivals.
+fn round_load(planned: &PlannedPoint, round: u32) -> scalelab_loadgen::LoadConfig {
+    let mut load = planned.load.clone();
+    if let Arrivals::Poisson { .. } = load.arrivals {
+        load.arrivals = Arrivals::Poisson { seed: scalelab_loadgen::DEFAULT_ARRIVAL_SEED + u64::from(round) };
+    }
+    load
 }
 
 /// Folds a point's rounds together: the median round's throughput and latency, the sums of
@@ -358,7 +296,8 @@ async fn measure(
 #[allow(clippy::too_many_arguments)]
 fn point(
     t: &Topology,
-    at: At<'_>,
+    setting: Setting,
+    position: usize,
     rounds: Vec<(Report, Round)>,
     cpu_used: BTreeMap<String, Duration>,
     measured: Duration,
@@ -390,14 +329,14 @@ fn point(
     }
     let theory = theory::capacity(t, cores, paths).unwrap_or(0.0);
     let secs = measured.as_secs_f64().max(f64::EPSILON);
-    let (value, label) = match at.value {
-        Value::Number(x) => (*x, None),
-        Value::Choice(name) => (at.position as f64 + 1.0, Some(name.clone())),
+    let (value, label) = match (setting.number(), setting.choice()) {
+        (Some(x), _) => (x, None),
+        (None, name) => (position as f64 + 1.0, name.map(str::to_string)),
     };
     Point {
         value,
         label,
-        n: vary::scale(t, at.field, at.position),
+        n: vary::scale(t, setting, position),
         rps: median.1.rps,
         theory_rps: theory,
         ratio: if theory > 0.0 { median.1.rps / theory } else { 0.0 },
@@ -409,6 +348,7 @@ fn point(
         cpu_used: cpu_used.into_iter().map(|(k, d)| (k, d.as_secs_f64() / secs)).collect(),
         topology: t.to_yaml(),
         rounds: rounds.into_iter().map(|(_, r)| r).collect(),
+        offered: None,
     }
 }
 
@@ -419,6 +359,11 @@ fn percentiles(l: &scalelab_loadgen::Latency) -> Percentiles {
 /// Fits the USL to every round of every point of `series` (x = the point's scale), or notes
 /// why it cannot.
 fn fit_series(series: &mut Series) {
+    if series.is_load() {
+        series.fit = None;
+        series.fit_note = Some(format!("{} is the offered load, not a scale: see the knee", series.vary));
+        return;
+    }
     if series.is_choice() {
         series.fit = None;
         series.fit_note = Some(format!("{} is a choice, not a scale: the USL does not apply", series.vary));

@@ -4,10 +4,13 @@
 //! A scale series (workers, replicas, cpus) is about throughput, so its table sets req/s
 //! against the theory. A choice series (algorithm, distribution) is about latency at the same
 //! load, so its table names each choice and shows the tail, per path when the load is a mix.
+//! A load series (load, rate) sets each percentile against the offered load and the models'
+//! p99, and ends with the knee. A point where no request finished says so instead of showing
+//! zeros.
 
 use std::fmt::Write;
 
-use crate::results::{Results, Series};
+use crate::results::{Knee, Point, Results, Series};
 use crate::usl;
 
 /// The terminal summary: one table per series, then its fit.
@@ -17,8 +20,18 @@ pub fn table(results: &Results) -> String {
         let _ = writeln!(
             out,
             "\nvary {} ({} cores, {} load: {})",
-            s.vary, results.cores, results.runner, results.load.target
+            s.title(),
+            results.cores,
+            results.runner,
+            results.load.target
         );
+        if s.is_load() {
+            load_rows(&mut out, s);
+            if let Some(k) = &s.knee {
+                let _ = writeln!(out, "  {}", knee_line(k));
+            }
+            continue;
+        }
         if s.is_choice() {
             choice_rows(&mut out, s);
         } else {
@@ -54,12 +67,81 @@ fn scale_rows(out: &mut String, s: &Series) {
         "value", "N", "req/s", "theory", "ratio", "p50 ms", "p99 ms", "errors"
     );
     for p in &s.points {
+        if p.nothing_completed() {
+            let _ = writeln!(out, "  {:>6} {:>5} {}", p.value, p.n, nothing_completed(p));
+            continue;
+        }
         let _ = writeln!(
             out,
             "  {:>6} {:>5} {:>9.1} {:>9.1} {:>6.2} {:>9.2} {:>9.2} {:>7}",
             p.value, p.n, p.rps, p.theory_rps, p.ratio, p.latency_ms.p50, p.latency_ms.p99, p.errors
         );
     }
+}
+
+/// What a row says instead of zeros when no request of the point finished.
+pub fn nothing_completed(p: &Point) -> String {
+    let in_flight: u64 = p.rounds.iter().map(|r| r.in_flight).sum();
+    format!("nothing completed: no request finished in any round ({in_flight} still in flight at the ends)")
+}
+
+/// load/rate: the offered rate and utilization, the measured percentiles, the models' p99.
+fn load_rows(out: &mut String, s: &Series) {
+    let _ = writeln!(
+        out,
+        "  {:>6} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7}",
+        "value",
+        "rate",
+        "rho",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "pooled p99",
+        "part. p99",
+        "errors"
+    );
+    for p in &s.points {
+        let o = p.offered.as_ref();
+        let rate = o.map_or("-".into(), |o| format!("{:.1}", o.rate_rps));
+        let rho = o.and_then(|o| o.utilization).map_or("-".into(), |u| format!("{u:.2}"));
+        if p.nothing_completed() {
+            let _ = writeln!(out, "  {:>6} {rate:>8} {rho:>5} {}", p.value, nothing_completed(p));
+            continue;
+        }
+        let model = |m: Option<f64>| m.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let l = &p.latency_ms;
+        let _ = writeln!(
+            out,
+            "  {:>6} {rate:>8} {rho:>5} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10} {:>10} {:>7}",
+            p.value,
+            p.rps,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            model(o.and_then(|o| o.pooled).map(|m| m.p99)),
+            model(o.and_then(|o| o.partitioned).map(|m| m.p99)),
+            p.errors
+        );
+    }
+}
+
+/// `knee (p99 > 50 ms = 10 x S): measured rho 0.87, pooled 0.93, partitioned 0.80`.
+pub fn knee_line(k: &Knee) -> String {
+    let rho = |r: Option<f64>| r.map_or("none below 1".to_string(), |r| format!("{r:.2}"));
+    let measured = match (k.measured, &k.measured_note) {
+        (Some(r), _) => format!("{r:.2}"),
+        (None, Some(why)) => format!("none ({why})"),
+        (None, None) => "none".into(),
+    };
+    format!(
+        "knee (p99 > {:.1} ms = 10 x S): measured rho {measured}, pooled (M/D/c) {}, partitioned (c x M/D/1) {}",
+        k.threshold_ms,
+        rho(k.pooled),
+        rho(k.partitioned)
+    )
 }
 
 /// algorithm/distribution: the choice by name, throughput, the tail over all requests and,
@@ -78,6 +160,10 @@ fn choice_rows(out: &mut String, s: &Series) {
     for p in &s.points {
         let l = &p.latency_ms;
         let name = p.label.clone().unwrap_or_else(|| p.value.to_string());
+        if p.nothing_completed() {
+            let _ = writeln!(out, "  {name:<12} {}", nothing_completed(p));
+            continue;
+        }
         let mut row = format!(
             "  {name:<12} {:>8.1} {:>8.2} {:>8.2} {:>9.2} {:>9.2}",
             p.rps, l.p50, l.p99, l.p999, l.stdev
@@ -96,14 +182,17 @@ fn choice_rows(out: &mut String, s: &Series) {
 /// `results.csv`: a header, then one row per point.
 pub fn csv(results: &Results) -> String {
     let mut out = String::from(
-        "series,value,label,n,rps,theory_rps,ratio,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,stdev_ms,errors,rounds\n",
+        "series,value,label,n,rps,theory_rps,ratio,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,stdev_ms,errors,rounds,\
+         at,offered_rps,utilization,pooled_p99_ms,partitioned_p99_ms,completed\n",
     );
     for s in &results.series {
         for p in &s.points {
             let l = &p.latency_ms;
+            let o = p.offered.as_ref();
+            let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
             let _ = writeln!(
                 out,
-                "{},{},{},{},{:.3},{:.3},{:.4},{},{},{},{},{},{:.3},{},{}",
+                "{},{},{},{},{:.3},{:.3},{:.4},{},{},{},{},{},{:.3},{},{},{},{},{},{},{},{}",
                 s.vary,
                 p.value,
                 p.label.as_deref().unwrap_or(""),
@@ -118,7 +207,13 @@ pub fn csv(results: &Results) -> String {
                 l.max,
                 l.stdev,
                 p.errors,
-                p.rounds.len()
+                p.rounds.len(),
+                s.at.as_deref().unwrap_or(""),
+                opt(o.map(|o| o.rate_rps)),
+                opt(o.and_then(|o| o.utilization)),
+                opt(o.and_then(|o| o.pooled).map(|m| m.p99)),
+                opt(o.and_then(|o| o.partitioned).map(|m| m.p99)),
+                !p.nothing_completed(),
             );
         }
     }
@@ -157,6 +252,8 @@ mod tests {
             points,
             fit: None,
             fit_note: Some("algorithm is a choice, not a scale: the USL does not apply".into()),
+            at: None,
+            knee: None,
         }];
         let text = table(&r);
         assert!(text.contains("/op1 p99     /op2 p99  errors"), "{text}");
@@ -170,5 +267,41 @@ mod tests {
 
         let csv = csv(&r);
         assert!(csv.lines().nth(1).unwrap().starts_with("algorithm,1,round_robin,4,700.000,"), "{csv}");
+    }
+
+    #[test]
+    fn a_load_series_sets_percentiles_against_the_models_and_names_the_knee() {
+        let mut r = fixture();
+        r.series =
+            vec![crate::report::tests::load_series(Some("distribution=reuseport"), &[0.2, 0.6, 0.9, 1.1])];
+        let text = table(&r);
+        assert!(text.contains("vary load at distribution=reuseport"), "{text}");
+        assert!(text.contains("pooled p99  part. p99"), "{text}");
+        let row = text.lines().find(|l| l.trim_start().starts_with("0.9 ")).expect(&text);
+        assert!(row.contains("   360.0  0.90"), "{row}");
+        // Above capacity the models have nothing to say.
+        let over = text.lines().find(|l| l.trim_start().starts_with("1.1 ")).expect(&text);
+        assert!(over.trim_end().ends_with("-          -       0"), "{over}");
+        assert!(text.contains("knee (p99 > 50.0 ms = 10 x S): measured rho 0."), "{text}");
+        assert!(!text.contains("USL"), "a load series has no fit line: {text}");
+        let csv = csv(&r);
+        let line = csv.lines().find(|l| l.starts_with("load,0.9,")).expect(&csv);
+        assert!(line.contains(",distribution=reuseport,360.0000,0.9000,"), "{line}");
+    }
+
+    #[test]
+    fn a_point_where_nothing_completed_says_so() {
+        let mut r = fixture();
+        let p = &mut r.series[0].points[1];
+        p.rps = 0.0;
+        p.latency_ms = Percentiles::default();
+        for round in &mut p.rounds {
+            round.completed = Some(0);
+            round.in_flight = 16;
+        }
+        let text = table(&r);
+        let row = text.lines().find(|l| l.contains("nothing completed")).expect(&text);
+        assert!(row.contains("48 still in flight"), "{row}");
+        assert!(!row.contains("0.00"), "no zeros posing as measurements: {row}");
     }
 }

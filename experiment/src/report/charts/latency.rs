@@ -102,7 +102,7 @@ fn traces(results: &Results) -> Vec<Trace> {
         for (j, p) in s.points.iter().enumerate() {
             let t = if choice || s.points.len() == 1 { 0.0 } else { LIGHTEST * (1.0 - j as f64 / last) };
             out.push(Trace {
-                label: point_label(&s.vary, p),
+                label: point_label(s, p),
                 colour: tint(series_colour(colour), t),
                 values: drawable(&p.latency_ms),
             });

@@ -1,10 +1,12 @@
 //! The report's charts, each drawn by plotters' SVG backend into a string the page inlines:
-//! throughput against N ([`throughput`]), latency percentiles on an HDR axis ([`latency`]) and
-//! each worker's share of the requests ([`share`]). This file holds what they share: the
+//! throughput against N ([`throughput`]), latency percentiles on an HDR axis ([`latency`]),
+//! each worker's share of the requests ([`share`]) and, per load series, latency against
+//! utilization with the queueing models and the knee ([`knee`]). This file holds what they share: the
 //! canvas width, fonts, colours and the legend beside each plot; [`axis`] has the axes whose
 //! ticks the charts choose themselves.
 
 pub mod axis;
+pub mod knee;
 pub mod latency;
 pub mod share;
 pub mod throughput;
@@ -55,12 +57,14 @@ pub struct Charts {
     pub latency: String,
     /// Per-worker share of requests per point.
     pub share: String,
+    /// Latency against utilization, one chart per load series: (its title, the SVG).
+    pub load: Vec<(String, String)>,
 }
 
-/// Draws the charts of `results`: all three, or latency and share alone when every series is
-/// a choice.
+/// Draws the charts of `results`: throughput when a series is a scale, latency and share
+/// always, and a latency-against-load chart per load series.
 pub fn draw(results: &Results) -> anyhow::Result<Charts> {
-    let scales: Vec<_> = results.series.iter().filter(|s| !s.is_choice()).cloned().collect();
+    let scales: Vec<_> = results.series.iter().filter(|s| !s.is_choice() && !s.is_load()).cloned().collect();
     let throughput = match scales.is_empty() {
         true => None,
         false => Some(
@@ -72,6 +76,14 @@ pub fn draw(results: &Results) -> anyhow::Result<Charts> {
         throughput,
         latency: latency::draw(results).context("drawing the latency chart")?,
         share: share::draw(results).context("drawing the per-worker share chart")?,
+        load: results
+            .series
+            .iter()
+            .filter(|s| s.is_load())
+            .map(|s| {
+                Ok((s.title(), knee::draw(s).with_context(|| format!("drawing the {} chart", s.title()))?))
+            })
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 
@@ -192,11 +204,19 @@ pub fn text_width(text: &str, px: f64) -> f64 {
     text.chars().count() as f64 * px * 0.6
 }
 
-/// The label of a point in the latency and share charts: `workers=2`.
-pub fn point_label(vary: &str, point: &crate::results::Point) -> String {
-    match &point.label {
+/// The label of a point in the latency and share charts: `workers=2`, and in a grid
+/// `shared load=0.5` or `workers=2 load=0.5`.
+pub fn point_label(series: &crate::results::Series, point: &crate::results::Point) -> String {
+    let vary = &series.vary;
+    let own = match &point.label {
         Some(choice) => format!("{vary}={choice}"),
         None => format!("{vary}={}", super::format::n(point.value)),
+    };
+    // A choice needs no field name to be recognised (`reuseport load=0.2`); a number does.
+    match series.at.as_deref().map(|at| at.split_once('=').map_or(at, |(_, v)| v)) {
+        Some(value) if value.parse::<f64>().is_err() => format!("{value} {own}"),
+        Some(_) => format!("{} {own}", series.at.as_deref().unwrap_or_default()),
+        None => own,
     }
 }
 

@@ -155,7 +155,7 @@ fn bars(results: &Results) -> Vec<Bar> {
             };
             shares.sort_by(|a, b| natural_cmp(&a.0, &b.0));
             out.push(Bar {
-                label: point_label(&s.vary, p),
+                label: point_label(s, p),
                 shares,
                 jain: Spread::of(p.by_worker.values()).map(|s| s.jain),
             });

@@ -1,0 +1,182 @@
+//! `compare` on fixture runs: what matches, what is judged noise, what crosses a threshold, and
+//! what is refused.
+
+use super::judge::{Metric, Threshold, Verdict};
+use super::pair::{compare, Mismatch};
+use super::*;
+use crate::report::tests::load_series;
+use crate::results::Machine;
+
+const TOPOLOGY: &str = "balancer: { listen: 127.0.0.1:8080, admin: 127.0.0.1:9090 }\n\
+                        workload: { op2_cpu_ms: 5 }\n\
+                        nodes: [{ name: node, replicas: 1, workers: 4, port: 8081 }]\n";
+
+/// A run of one load series (shared, loads 0.2–0.9) with real topologies, on a known machine
+/// (built once: its models' predictions take a moment).
+fn run() -> Results {
+    static RUN: std::sync::OnceLock<Results> = std::sync::OnceLock::new();
+    RUN.get_or_init(build_run).clone()
+}
+
+fn build_run() -> Results {
+    let mut r = crate::report::tests::fixture();
+    r.series = vec![load_series(Some("distribution=shared"), &[0.2, 0.5, 0.9])];
+    for p in &mut r.series[0].points {
+        p.topology = TOPOLOGY.into();
+    }
+    r.machine = Some(Machine { cpu_model: "Test CPU".into(), cores: 4, hostname: "a".into() });
+    r.load.arrivals = Some("poisson".into());
+    r
+}
+
+/// `r` with `metric` of every round of the point at `index` scaled by `factor`.
+fn scaled(mut r: Results, index: usize, metric: Metric, factor: f64) -> Results {
+    let p = &mut r.series[0].points[index];
+    let scale = |l: &mut crate::results::Percentiles| match metric {
+        Metric::P99 => l.p99 *= factor,
+        Metric::P50 => l.p50 *= factor,
+        _ => {}
+    };
+    scale(&mut p.latency_ms);
+    for round in &mut p.rounds {
+        scale(&mut round.latency_ms);
+        if metric == Metric::Rps {
+            round.rps *= factor;
+        }
+    }
+    if metric == Metric::Rps {
+        p.rps *= factor;
+    }
+    r
+}
+
+fn thresholds(list: &[&str]) -> Vec<Threshold> {
+    list.iter().map(|t| t.parse().unwrap()).collect()
+}
+
+#[test]
+fn the_same_run_is_within_noise_everywhere() {
+    let c = compare(&run(), &run(), &thresholds(&["p99>+10%", "rps<-5%"])).unwrap();
+    assert_eq!(c.pairs.len(), 3);
+    assert!(c.pairs.iter().flat_map(|p| &p.cells).all(|x| x.verdict == Some(Verdict::Noise)));
+    assert!(c.crossings.is_empty() && c.only_a.is_empty() && c.only_b.is_empty());
+    assert_eq!(c.pairs[2].point, "load=0.9");
+    assert_eq!(c.pairs[2].series, "load at distribution=shared");
+}
+
+#[test]
+fn a_rise_beyond_the_rounds_crosses_the_threshold_and_one_within_them_does_not() {
+    // The fixture's rounds span ±5%: p99 × 1.3 clears them, × 1.08 does not.
+    let worse = scaled(run(), 2, Metric::P99, 1.3);
+    let c = compare(&run(), &worse, &thresholds(&["p99>+10%", "rps<-5%"])).unwrap();
+    let cell = c.pairs[2].cells.iter().find(|x| x.metric == Metric::P99).unwrap();
+    assert_eq!(cell.verdict, Some(Verdict::Worse));
+    assert!((cell.change.unwrap() - 0.3).abs() < 1e-9);
+    assert_eq!(c.crossings.len(), 1);
+    assert_eq!(
+        (c.crossings[0].point.as_str(), c.crossings[0].threshold.to_string()),
+        ("load=0.9", "p99>+10%".into())
+    );
+    let text = text(&c, &("a".into(), "b".into()), &thresholds(&["p99>+10%"]));
+    assert!(text.contains("FAILED p99>+10%: load at distribution=shared: load=0.9 changed +30.0%"), "{text}");
+    assert!(text.contains("exit 4"), "{text}");
+
+    let noisy = scaled(run(), 2, Metric::P99, 1.08);
+    let c = compare(&run(), &noisy, &thresholds(&["p99>+5%"])).unwrap();
+    assert!(c.crossings.is_empty(), "8% inside a ±5% spread is noise: {:?}", c.crossings);
+    // Better is better, not a failure of a rise threshold.
+    let better = scaled(run(), 1, Metric::P99, 0.5);
+    let c = compare(&run(), &better, &thresholds(&["p99>+10%"])).unwrap();
+    assert!(c.crossings.is_empty());
+    assert_eq!(c.pairs[1].cells[3].verdict, Some(Verdict::Better));
+    // A fall in throughput.
+    let slower = scaled(run(), 0, Metric::Rps, 0.8);
+    let c = compare(&run(), &slower, &thresholds(&["rps<-5%"])).unwrap();
+    assert_eq!(c.crossings.len(), 1);
+}
+
+#[test]
+fn points_only_one_run_has_are_named() {
+    let mut b = run();
+    b.series[0].points.remove(0);
+    b.series.push(load_series(Some("distribution=reuseport"), &[0.5]));
+    b.series[1].points[0].topology = TOPOLOGY.into();
+    let c = compare(&run(), &b, &[]).unwrap();
+    assert_eq!(c.pairs.len(), 2);
+    assert_eq!(c.only_a, ["load at distribution=shared: load=0.2"]);
+    assert_eq!(c.only_b, ["load at distribution=reuseport: load=0.5"]);
+    let text = text(&c, &("a".into(), "b".into()), &[]);
+    assert!(text.contains("only in A (not compared): load at distribution=shared: load=0.2"), "{text}");
+
+    let mut elsewhere = run();
+    elsewhere.series[0].at = Some("distribution=reuseport".into());
+    let err = compare(&run(), &elsewhere, &[]).unwrap_err();
+    assert!(matches!(err, Mismatch::NothingInCommon { .. }), "{err}");
+    assert!(err.to_string().contains("A has load at distribution=shared (3 points)"), "{err}");
+}
+
+#[test]
+fn different_machines_loads_and_workloads_are_refused() {
+    let mut other = run();
+    other.machine.as_mut().unwrap().cpu_model = "Other CPU".into();
+    let err = compare(&run(), &other, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("different machines") && err.contains("Test CPU") && err.contains("Other CPU"),
+        "{err}"
+    );
+    let mut cores = run();
+    cores.cores = 2;
+    assert!(matches!(compare(&run(), &cores, &[]), Err(Mismatch::Machine { .. })));
+
+    let mut mix = run();
+    mix.load.target = "op1=9,op2=1".into();
+    let err = compare(&run(), &mix, &[]).unwrap_err().to_string();
+    assert!(err.contains("the target (--path or --mix) is /op2 in A and op1=9,op2=1 in B"), "{err}");
+    let mut uniform = run();
+    uniform.load.arrivals = None;
+    assert!(compare(&run(), &uniform, &[])
+        .unwrap_err()
+        .to_string()
+        .contains("the arrival process is poisson in A and uniform in B"));
+
+    let mut cost = run();
+    for p in &mut cost.series[0].points {
+        p.topology = TOPOLOGY.replace("op2_cpu_ms: 5", "op2_cpu_ms: 20");
+    }
+    let err = compare(&run(), &cost, &[]).unwrap_err().to_string();
+    assert!(err.contains("op2_cpu_ms 5") && err.contains("op2_cpu_ms 20"), "{err}");
+    // A topology change is what a comparison is for: more workers compare.
+    let mut bigger = run();
+    for p in &mut bigger.series[0].points {
+        p.topology = TOPOLOGY.replace("workers: 4", "workers: 8");
+    }
+    assert!(compare(&run(), &bigger, &[]).is_ok());
+}
+
+#[test]
+fn the_page_has_a_chart_per_metric_and_the_table() {
+    let worse = scaled(run(), 2, Metric::P99, 1.3);
+    let c = compare(&run(), &worse, &thresholds(&["p99>+10%"])).unwrap();
+    let html = page::render(&c, &run(), &worse, &("runs/before".into(), "runs/after".into())).unwrap();
+    for id in [
+        "chart-compare-rps",
+        "chart-compare-p50",
+        "chart-compare-p90",
+        "chart-compare-p99",
+        "chart-compare-p999",
+    ] {
+        let at = html.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id}"));
+        let chart = &html[at..at + html[at..].find("</figure>").unwrap()];
+        assert!(
+            chart.contains("<svg") && chart.matches("<circle").count() >= 6,
+            "#{id}: a marker per run per point"
+        );
+        assert!(
+            chart.contains("A: runs/before") && chart.contains("B: runs/after"),
+            "#{id}: the legend names the runs"
+        );
+    }
+    assert!(html.contains("Thresholds crossed beyond the noise (exit 4)"));
+    assert!(html.contains("<td class=\"worse\">worse</td>"));
+    assert!(!html.contains("<script") && !html.contains("src="));
+}
