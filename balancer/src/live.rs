@@ -7,7 +7,8 @@
 //! keeps the same counts for Prometheus.
 //!
 //! One sampler serves any number of open dashboards: watching costs the proxy nothing beyond
-//! the counters it keeps anyway.
+//! the counters it keeps anyway. The sample types are `Deserialize` too: `scalelab load
+//! --timeline --admin` reads `/live` back into them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::LoadBalancer;
 use scalelab_topology::{limits, Topology};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::node_stats::{self, NodeStats};
@@ -36,7 +37,7 @@ const MAX_CHANGES: usize = 50;
 pub const HISTORY: usize = 300;
 
 /// One published sample.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
     /// Unix time of the sample, seconds.
     pub t: f64,
@@ -61,7 +62,7 @@ pub struct Sample {
 }
 
 /// One node (natively a replica; with DNS discovery, one container address).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeSample {
     pub name: String,
     pub addr: String,
@@ -93,7 +94,7 @@ pub struct NodeSample {
 }
 
 /// One worker of a node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSample {
     pub id: usize,
     /// Responses per second over the last second.
@@ -103,7 +104,7 @@ pub struct WorkerSample {
 }
 
 /// A topology change, or a rejected edit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     /// Unix time, seconds.
     pub t: f64,

@@ -8,9 +8,12 @@
 //! - [`report`]: `report.html`, one self-contained page of charts and tables
 //!   (`scalelab report DIR`).
 //! - [`sweep`]: `scalelab sweep`: drive a lab through the series and measure each point.
+//! - [`timeline`]: `scalelab load --timeline DIR`: a run second by second, with what the
+//!   balancer's admin listener said, as JSON, CSV and a page drawn like the report.
 
 pub mod fit;
 pub mod report;
 pub mod results;
 pub mod sweep;
+pub mod timeline;
 pub mod usl;

@@ -9,8 +9,8 @@
 //! - `format`: how numbers are written.
 //! - `page`: the template's data; the template itself is `templates/report.html`.
 
-mod charts;
-mod format;
+pub(crate) mod charts;
+pub(crate) mod format;
 mod page;
 mod text;
 
