@@ -61,7 +61,12 @@ impl AdminRecord {
                 }
             }
         }
-        self.samples.push(AdminSample { at, second: distill(state, live) });
+        let second = distill(state, live);
+        // The balancer's first second has no live sample yet (`/live` answers `{}`): with
+        // no groups on `/state` either, there is nothing to chart, and the second stays a gap.
+        if !(second.replicas.is_empty() && second.cpu.is_empty()) {
+            self.samples.push(AdminSample { at, second });
+        }
     }
 }
 
@@ -242,5 +247,8 @@ mod tests {
         record.push(103.0, None, None);
         assert_eq!(record.decisions, vec![("node".to_string(), decision)]);
         assert_eq!((record.polls, record.failed, record.samples.len()), (3, 1, 2));
+        // An answer with nothing to chart (no groups, no live sample yet) is a gap too.
+        record.push(104.0, Some(&state("[]")), None);
+        assert_eq!((record.polls, record.failed, record.samples.len()), (4, 1, 2));
     }
 }
