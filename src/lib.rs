@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => scalelab_node::run(args).map(|()| ExitCode::SUCCESS),
         Command::Worker => scalelab_node::run_worker().map(|()| ExitCode::SUCCESS),
         Command::Balancer(args) => scalelab_balancer::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Load(args) => load::run(args),
+        Command::Load(args) => load::run(*args),
         Command::Sweep(args) => scalelab_experiment::sweep::run(args),
         Command::Fit(args) => scalelab_experiment::fit::run(&args),
         Command::Report(args) => scalelab_experiment::report::run(&args),

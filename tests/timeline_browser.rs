@@ -163,7 +163,7 @@ fn fixture() -> Timeline {
                 ok,
                 errors: over,
                 unavailable: over,
-                p50_ms: (t > 0).then(|| 4.0 + 3.0 * over as f64),
+                p50_ms: (t > 0).then_some(4.0 + 3.0 * over as f64),
                 p99_ms: (t > 0).then(|| 12.0 + 9.0 * over as f64 + f64::from(t)),
             };
             let admin = (t != 9).then(|| AdminSecond {

@@ -102,17 +102,20 @@ fn linear_chart<'a, 'b>(
     Ok(chart)
 }
 
+/// One line of the rate chart: its name, the count it draws, its colour, whether dashed.
+struct RateLine(&'static str, fn(&super::Second) -> u64, RGBColor, bool);
+
 /// Chart 1: offered against served (2xx) and failed requests per second.
 fn rate(t: &Timeline) -> anyhow::Result<String> {
-    let series: [(&str, Box<dyn Fn(&super::Second) -> u64>, RGBColor, bool); 3] = [
-        ("offered", Box::new(|s| s.load.offered), series_colour(0), true),
-        ("served (2xx)", Box::new(|s| s.load.ok), series_colour(2), false),
-        ("errors (no 2xx)", Box::new(|s| s.load.errors), series_colour(1), false),
+    let series = [
+        RateLine("offered", |s| s.load.offered, series_colour(0), true),
+        RateLine("served (2xx)", |s| s.load.ok, series_colour(2), false),
+        RateLine("errors (no 2xx)", |s| s.load.errors, series_colour(1), false),
     ];
-    let y_max = t.seconds.iter().flat_map(|s| series.iter().map(move |(_, f, _, _)| f(s))).max().unwrap_or(0);
+    let y_max = t.seconds.iter().flat_map(|s| series.iter().map(move |l| (l.1)(s))).max().unwrap_or(0);
     let entries: Vec<LegendEntry> = series
         .iter()
-        .map(|(name, _, c, dashed)| {
+        .map(|RateLine(name, _, c, dashed)| {
             LegendEntry::new(*name, *c, if *dashed { Swatch::Dashed } else { Swatch::Line })
         })
         .collect();
@@ -121,7 +124,7 @@ fn rate(t: &Timeline) -> anyhow::Result<String> {
         let y_max = (y_max as f64 * 1.1).max(1.0);
         let mut chart =
             linear_chart(&plot, x_end(t), y_max, "requests per second", &|v| format::rps_tick(*v))?;
-        for (_, f, colour, dashed) in &series {
+        for RateLine(_, f, colour, dashed) in &series {
             for run in runs(t.seconds.iter().map(|s| (s.load.t, Some(f(s) as f64)))) {
                 if *dashed {
                     chart.draw_series(DashedLineSeries::new(run, 7, 5, colour.stroke_width(2)))?;
