@@ -31,7 +31,7 @@ pub enum Command {
     /// Run the pingora load balancer in front of the topology's nodes.
     Balancer(scalelab_balancer::BalancerArgs),
     /// Drive HTTP load and report throughput, latency and who served what.
-    Load(scalelab_loadgen::LoadArgs),
+    Load(Box<scalelab_loadgen::LoadArgs>),
     /// Measure a series of topologies or loads (vary workers, replicas, cpus, algorithm, distribution, load or rate), fit the USL or the queueing models, draw a report.
     Sweep(scalelab_experiment::sweep::SweepArgs),
     /// Fit the Universal Scalability Law to measured (N, throughput) pairs from a CSV file.

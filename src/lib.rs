@@ -10,11 +10,12 @@
 //!   `compare`.
 //! - this crate: the `scalelab` CLI. [`up`] runs a lab until Ctrl-C, following the topology
 //!   file; [`check`] validates a topology; [`render`] renders it for Docker Compose, Swarm and
-//!   Kubernetes (`scalelab compose`); [`apply`] applies an edit to a running Compose lab.
+//!   Kubernetes (`scalelab compose`); [`apply`] applies an edit to a running Compose lab; [`load`] runs `scalelab load`.
 
 pub mod apply;
 pub mod check;
 pub mod cli;
+pub mod load;
 pub mod render;
 pub mod up;
 
@@ -42,7 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => scalelab_node::run(args).map(|()| ExitCode::SUCCESS),
         Command::Worker => scalelab_node::run_worker().map(|()| ExitCode::SUCCESS),
         Command::Balancer(args) => scalelab_balancer::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Load(args) => scalelab_loadgen::run(args),
+        Command::Load(args) => load::run(*args),
         Command::Sweep(args) => scalelab_experiment::sweep::run(args),
         Command::Fit(args) => scalelab_experiment::fit::run(&args),
         Command::Report(args) => scalelab_experiment::report::run(&args),

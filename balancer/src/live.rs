@@ -7,7 +7,8 @@
 //! keeps the same counts for Prometheus.
 //!
 //! One sampler serves any number of open dashboards: watching costs the proxy nothing beyond
-//! the counters it keeps anyway.
+//! the counters it keeps anyway. The sample types are `Deserialize` too: `scalelab load
+//! --timeline --admin` reads `/live` back into them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -11,6 +11,8 @@
 //!   (`scalelab report DIR`).
 //! - [`sweep`]: `scalelab sweep`: drive a lab through the series and measure each point.
 //! - [`compare`]: `scalelab compare A B`: two sweeps side by side, judged against their noise.
+//! - [`timeline`]: `scalelab load --timeline DIR`: a run second by second, with what the
+//!   balancer's admin listener said, as JSON, CSV and a page drawn like the report.
 
 pub mod compare;
 pub mod fit;
@@ -18,4 +20,5 @@ pub mod queueing;
 pub mod report;
 pub mod results;
 pub mod sweep;
+pub mod timeline;
 pub mod usl;

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use crate::report::{Aggregate, ErrorKind, Sample};
 use crate::schedule::Schedule;
+use crate::seconds::Seconds;
 
 /// Names the node that answered (set by `scalelab node` and passed on by the balancer).
 const X_NODE: HeaderName = HeaderName::from_static("x-node");
@@ -65,6 +66,8 @@ pub struct Shared {
     pub timeout: Duration,
     /// Finished requests across all connections: read by the progress bar only.
     pub done: AtomicU64,
+    /// The run second by second.
+    pub seconds: Seconds,
 }
 
 /// An open HTTP/1 connection: the request handle and the driver that performs its I/O.
@@ -73,21 +76,25 @@ struct Conn {
     driver: http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>,
 }
 
-/// The worker loop of one connection: runs until the schedule is exhausted, then returns the
-/// connection's totals.
-pub async fn run_connection(shared: Arc<Shared>) -> Aggregate {
+/// The worker loop of connection `index` (from 0): runs until the schedule is exhausted for
+/// it, then returns the connection's totals.
+pub async fn run_connection(shared: Arc<Shared>, index: usize) -> Aggregate {
     let mut agg = Aggregate::new(shared.target.paths.len());
+    let mut per_second = shared.seconds.recorder();
     let mut conn: Option<Conn> = None;
     let deadline = shared.schedule.deadline();
     let mut now = Instant::now();
     // One timer for every request of this connection (see `until`).
     let mut alarm = pin!(tokio::time::sleep_until((now + shared.timeout).into()));
-    while let Some(ticket) = shared.schedule.next_ticket(now) {
-        if let Some(at) = ticket.intended {
-            idle_until(&mut conn, &shared.target, at).await;
+    while let Some(ticket) = shared.schedule.next_ticket(now, index) {
+        if let Some(at) = ticket.intended.or(ticket.not_before) {
+            // An open-loop request is due at `at` and its connection should be ready then; a
+            // connection waiting for its turn in a ramp stays closed until the turn comes.
+            idle_until(&mut conn, &shared.target, at, ticket.intended.is_some()).await;
             now = Instant::now();
         }
         let sent = now;
+        per_second.at(sent).push_sent();
         let begin = match ticket.intended {
             Some(at) => {
                 agg.push_lag(sent.saturating_duration_since(at));
@@ -113,10 +120,12 @@ pub async fn run_connection(shared: Arc<Shared>) -> Aggregate {
                     node: header(&parts, &X_NODE),
                     worker: header(&parts, &X_WORKER),
                 };
+                per_second.at(now).push_response(sample.status, sample.latency);
                 agg.push(ticket.path, Ok(sample));
             }
             Some(Err(kind)) => {
                 conn = None;
+                per_second.at(now).push_failure();
                 agg.push(ticket.path, Err(kind));
                 if kind == ErrorKind::Connect {
                     let backoff = now + CONNECT_BACKOFF;
@@ -130,11 +139,13 @@ pub async fn run_connection(shared: Arc<Shared>) -> Aggregate {
             }
             None => {
                 conn = None;
+                per_second.at(now).push_failure();
                 agg.push(ticket.path, Err(ErrorKind::Timeout));
             }
         }
         shared.done.fetch_add(1, Ordering::Relaxed);
     }
+    per_second.flush();
     agg
 }
 
@@ -251,12 +262,18 @@ async fn connect(target: &Target) -> Result<Conn, ErrorKind> {
     Ok(Conn { sender, driver })
 }
 
-/// Open loop: waits for a ticket's intended instant. Meanwhile the idle connection's driver is
-/// polled, so a server closing it is noticed now rather than failing the next request; and a
-/// missing connection is opened now, so connect time is not charged to the request.
-async fn idle_until(slot: &mut Option<Conn>, target: &Target, at: Instant) {
+/// Waits for `at`: an open-loop ticket's intended instant, or a ramped connection's turn.
+///
+/// Open loop (`connect_early`): an idle connection's driver is polled meanwhile, so a server
+/// closing it is noticed now rather than failing the next request, and a missing connection
+/// is opened now, so connect time is not charged to the request. A ramped connection out of
+/// turn closes its connection instead: the server sees as many connections as the ramp says.
+async fn idle_until(slot: &mut Option<Conn>, target: &Target, at: Instant, connect_early: bool) {
     let at_tokio = tokio::time::Instant::from(at);
-    if slot.is_none() {
+    if !connect_early {
+        *slot = None;
+    }
+    if slot.is_none() && connect_early {
         if let Ok(Ok(c)) = tokio::time::timeout_at(at_tokio, connect(target)).await {
             *slot = Some(c);
         }

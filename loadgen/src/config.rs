@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use crate::arrivals::Arrivals;
 use crate::mix::Mix;
+use crate::stages::{StageTarget, Stages};
+
+/// The highest rate `--rate` (and a rate stage) may ask for, req/s.
+pub const MAX_RATE: f64 = 10_000_000.0;
+/// The most connections `--connections` (and a connection stage) may ask for.
+pub const MAX_CONNECTIONS: u32 = 100_000;
+/// Connections when `--connections` is not given.
+pub const DEFAULT_CONNECTIONS: u32 = 16;
 
 /// Why a run could not start. Messages name the flag or value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +121,10 @@ pub struct LoadConfig {
     pub rate: Option<f64>,
     /// Open loop: how arrivals are spaced (evenly, or as a Poisson process).
     pub arrivals: Arrivals,
+    /// A staged load (`--stages`): ramped rates in open loop (then `rate` is `None`), or
+    /// ramped connections in closed loop (then `connections` is the largest target). The
+    /// run lasts as long as the stages (`duration` is their sum).
+    pub stages: Option<Stages>,
     /// Per-request limit, from the send to the end of the response body.
     pub timeout: Duration,
     /// Tokio runtime threads (used by [`crate::run`] and [`crate::run_load_blocking`]).
@@ -131,6 +143,7 @@ impl LoadConfig {
             requests: Some(requests),
             rate: None,
             arrivals: Arrivals::Uniform,
+            stages: None,
             timeout: Duration::from_secs(10),
             threads: crate::default_threads(),
         };
@@ -146,18 +159,34 @@ impl LoadConfig {
             None => Mix::single(&args.path)
                 .map_err(|e| LoadError::Invalid { flag: "--path", reason: e.to_string() })?,
         };
-        let duration = match (args.duration, args.requests) {
-            (None, None) => Some(crate::DEFAULT_DURATION),
-            (d, _) => d,
+        let stages = args.stages.as_ref().map(|list| Stages { of: args.stages_of, stages: list.0.clone() });
+        let duration = match (&args.stages, args.duration, args.requests) {
+            (Some(list), _, _) => Some(list.duration()),
+            (None, None, None) => Some(crate::DEFAULT_DURATION),
+            (None, d, _) => d,
+        };
+        let connections = match (&stages, args.connections) {
+            (Some(s), Some(_)) if s.of == StageTarget::Connections => {
+                return Err(LoadError::Invalid {
+                    flag: "--connections",
+                    reason: "not with --stages-of connections: the stages set the connections".into(),
+                });
+            }
+            (Some(s), None) if s.of == StageTarget::Connections => {
+                s.stages.iter().map(|s| s.target).fold(0.0, f64::max).round().min(f64::from(MAX_CONNECTIONS))
+                    as u32
+            }
+            (_, c) => c.unwrap_or(DEFAULT_CONNECTIONS),
         };
         let cfg = LoadConfig {
             url: args.url.clone(),
             mix,
-            connections: args.connections,
+            connections,
             duration,
             requests: args.requests,
             rate: args.rate,
             arrivals: args.arrivals,
+            stages,
             timeout: args.timeout,
             threads: args.threads,
         };
@@ -168,8 +197,8 @@ impl LoadConfig {
     /// Checks the ranges that the types do not.
     pub fn validate(&self) -> Result<(), LoadError> {
         let invalid = |flag, reason: &str| Err(LoadError::Invalid { flag, reason: reason.to_string() });
-        if self.connections == 0 {
-            return invalid("--connections", "must be at least 1");
+        if self.connections == 0 || self.connections > MAX_CONNECTIONS {
+            return invalid("--connections", &format!("must be from 1 to {MAX_CONNECTIONS}"));
         }
         if self.duration.is_none() && self.requests.is_none() {
             return invalid("--duration", "a run needs --duration or --requests");
@@ -181,12 +210,18 @@ impl LoadConfig {
             return invalid("--requests", "must be at least 1");
         }
         if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return invalid("--rate", "must be a number of requests per second above 0");
+            if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+                return invalid(
+                    "--rate",
+                    &format!("must be a number of requests per second above 0, at most {MAX_RATE}"),
+                );
             }
         }
         if self.rate.is_none() && self.arrivals != Arrivals::Uniform {
             return invalid("--arrivals", "spaces open-loop requests: it needs --rate");
+        }
+        if let Some(stages) = &self.stages {
+            self.validate_stages(stages)?;
         }
         if self.timeout.is_zero() {
             return invalid("--timeout", "must be longer than 0");
@@ -202,13 +237,56 @@ impl LoadConfig {
         }
         Ok(())
     }
+
+    /// The bounds of a staged load: its targets, and the flags it replaces.
+    fn validate_stages(&self, stages: &Stages) -> Result<(), LoadError> {
+        let invalid = |flag, reason: String| Err(LoadError::Invalid { flag, reason });
+        let (max, unit) = match stages.of {
+            StageTarget::Rate => (MAX_RATE, "req/s (the bound of --rate)"),
+            StageTarget::Connections => {
+                (f64::from(MAX_CONNECTIONS), "connections (the bound of --connections)")
+            }
+        };
+        for (i, s) in stages.stages.iter().enumerate() {
+            if !(s.target.is_finite() && s.target >= 0.0 && s.target <= max) {
+                return invalid(
+                    "--stages",
+                    format!("stage {}: target {} is above {max} {unit}", i + 1, s.target),
+                );
+            }
+            if stages.of == StageTarget::Connections && s.target.fract() != 0.0 {
+                return invalid(
+                    "--stages",
+                    format!("stage {}: {} is not a whole number of connections", i + 1, s.target),
+                );
+            }
+        }
+        if self.rate.is_some() {
+            return invalid("--rate", "not with --stages: the stages set the rate (--stages-of rate)".into());
+        }
+        if stages.stages.iter().all(|s| s.target == 0.0) {
+            return invalid("--stages", "every target is 0: nothing would be sent".into());
+        }
+        let total: f64 = stages.stages.iter().map(|s| s.duration_s).sum();
+        let staged = Duration::from_secs_f64(total);
+        if total <= 0.0 || staged > crate::stages::MAX_STAGED_DURATION || self.duration != Some(staged) {
+            return invalid(
+                "--stages",
+                format!(
+                    "the stages must last more than 0 s and at most {}, and the run as long as they do",
+                    humantime::format_duration(crate::stages::MAX_STAGED_DURATION)
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Parses `--rate`: requests per second, above 0.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("`{s}` is not a rate in requests per second above 0")),
+        Ok(r) if r.is_finite() && r > 0.0 && r <= MAX_RATE => Ok(r),
+        _ => Err(format!("`{s}` is not a rate in requests per second above 0 and at most {MAX_RATE}")),
     }
 }
 
@@ -244,10 +322,14 @@ mod tests {
     fn validation_names_the_flag() {
         let ok = LoadConfig::new("http://127.0.0.1:1", "op1", 4, 10).unwrap();
         type Breakage = fn(&mut LoadConfig);
-        let cases: [(Breakage, &str); 5] = [
+        let cases: [(Breakage, &str); 9] = [
             (|c| c.connections = 0, "--connections"),
+            (|c| c.connections = MAX_CONNECTIONS + 1, "--connections"),
             (|c| c.requests = None, "--duration"),
             (|c| c.rate = Some(0.0), "--rate"),
+            (|c| c.rate = Some(MAX_RATE * 2.0), "--rate"),
+            (|c| c.stages = Some(staged(StageTarget::Rate, "10s:20000000")), "--stages"),
+            (|c| c.stages = Some(staged(StageTarget::Connections, "10s:2.5")), "--stages"),
             (|c| c.timeout = Duration::ZERO, "--timeout"),
             (|c| c.threads = 0, "--threads"),
         ];
@@ -259,8 +341,26 @@ mod tests {
         }
     }
 
+    fn staged(of: StageTarget, stages: &str) -> Stages {
+        Stages { of, stages: stages.parse::<crate::stages::StageList>().unwrap().0 }
+    }
+
+    #[test]
+    fn stages_set_the_duration_and_replace_rate() {
+        let mut c = LoadConfig::new("http://127.0.0.1:1", "op1", 4, 10).unwrap();
+        c.stages = Some(staged(StageTarget::Rate, "10s:50,20s:100"));
+        c.duration = Some(Duration::from_secs(30));
+        c.validate().unwrap();
+        c.rate = Some(10.0);
+        assert!(c.validate().unwrap_err().to_string().starts_with("--rate: not with --stages"));
+        c.rate = None;
+        c.duration = Some(Duration::from_secs(10));
+        assert!(c.validate().unwrap_err().to_string().starts_with("--stages"));
+    }
+
     #[test]
     fn rates() {
+        assert!(parse_rate("20000000").unwrap_err().contains("at most"));
         assert_eq!(parse_rate("200"), Ok(200.0));
         assert_eq!(parse_rate("0.5"), Ok(0.5));
         assert!(parse_rate("0").is_err() && parse_rate("-1").is_err() && parse_rate("x").is_err());

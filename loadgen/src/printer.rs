@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::report::{Mode, Report, Spread};
+use crate::stages::StageTarget;
 
 /// How a report is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +35,22 @@ pub fn json(report: &Report) -> String {
     s
 }
 
+/// The load model in words: `closed loop`, `open loop at 200 req/s`, `open loop ramping
+/// 0 → 30 → 140 req/s over 1m`.
+pub fn describe_load(r: &Report) -> String {
+    match (&r.stages, r.mode) {
+        (Some(s), _) if s.of == StageTarget::Rate => format!("open loop ramping {}", s.describe()),
+        (Some(s), _) => format!("closed loop ramping {}", s.describe()),
+        (None, Mode::Closed) => "closed loop".to_string(),
+        (None, Mode::Open) => format!("open loop at {} req/s", fmt_num(r.rate.unwrap_or(0.0))),
+    }
+}
+
 /// The readable summary.
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
     let o = &mut out;
-    let model = match r.mode {
-        Mode::Closed => "closed loop".to_string(),
-        Mode::Open => format!("open loop at {} req/s", fmt_num(r.rate.unwrap_or(0.0))),
-    };
+    let model = describe_load(r);
     let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let _ = writeln!(o, "Target      {}", r.url);
     let _ = writeln!(
@@ -92,11 +101,14 @@ pub fn text(r: &Report) -> String {
             s.planned, s.sent, s.missed, s.late, s.max_lag_ms
         );
         if s.missed > 0 || s.late * 100 > s.sent {
+            let rate = match r.rate {
+                Some(rate) => format!("--rate {}", fmt_num(rate)),
+                None => "the --stages rates".to_string(),
+            };
             let _ = writeln!(
                 o,
-                "  warning: fell behind --rate {}: either the server is saturated (the latencies show its\n  \
+                "  warning: fell behind {rate}: either the server is saturated (the latencies show its\n  \
                  queue) or there are too few --connections to keep {} requests in flight",
-                fmt_num(r.rate.unwrap_or(0.0)),
                 r.connections
             );
         }
@@ -147,7 +159,31 @@ pub fn text(r: &Report) -> String {
     }
 
     served_by(o, r);
+    thresholds(o, r);
     out
+}
+
+/// The `--slo` verdicts, last so that a CI log ends with them.
+fn thresholds(o: &mut String, r: &Report) {
+    if r.thresholds.is_empty() {
+        return;
+    }
+    let failed = r.thresholds.iter().filter(|t| !t.passed).count();
+    let verdict = match failed {
+        0 => "all passed".to_string(),
+        n => format!("{n} of {} failed (exit status 3)", r.thresholds.len()),
+    };
+    let _ = writeln!(o, "\nThresholds  {verdict}");
+    for t in &r.thresholds {
+        let mark = if t.passed { "✓ pass" } else { "✗ FAIL" };
+        let measured = match t.measured {
+            Some(m) if t.unit == "%" => format!("{m:.3}%"),
+            Some(m) if t.unit == "ms" => format!("{m:.3} ms"),
+            Some(m) => format!("{m:.1} {}", t.unit),
+            None => "nothing to measure".to_string(),
+        };
+        let _ = writeln!(o, "  {mark}  {:<18} measured {measured}", t.slo);
+    }
 }
 
 /// The per-node table with each node's workers indented under it.
@@ -289,6 +325,8 @@ mod tests {
             retried: 0,
             fairness: Default::default(),
             schedule: None,
+            stages: None,
+            thresholds: Vec::new(),
         }
     }
 
@@ -323,6 +361,49 @@ mod tests {
         let t = text(&r);
         assert!(t.contains("open loop at 1000 req/s"), "{t}");
         assert!(t.contains("fell behind --rate 1000"), "{t}");
+    }
+
+    #[test]
+    fn text_ends_with_the_thresholds() {
+        let r = Report {
+            thresholds: vec![
+                crate::slo::Threshold {
+                    slo: "p99<1ms".into(),
+                    metric: "p99".into(),
+                    op: "<".into(),
+                    limit: 1.0,
+                    measured: Some(1.5),
+                    unit: "ms".into(),
+                    passed: false,
+                },
+                crate::slo::Threshold {
+                    slo: "errors<1%".into(),
+                    metric: "errors".into(),
+                    op: "<".into(),
+                    limit: 1.0,
+                    measured: Some(0.332),
+                    unit: "%".into(),
+                    passed: true,
+                },
+            ],
+            ..report()
+        };
+        let t = text(&r);
+        let block = &t[t.find("Thresholds").expect(&t)..];
+        assert!(block.starts_with("Thresholds  1 of 2 failed (exit status 3)"), "{block}");
+        assert!(block.contains("✗ FAIL  p99<1ms            measured 1.500 ms"), "{block}");
+        assert!(block.contains("✓ pass  errors<1%          measured 0.332%"), "{block}");
+        assert!(!text(&report()).contains("Thresholds"), "no --slo, no block");
+    }
+
+    #[test]
+    fn a_staged_load_describes_its_ramp() {
+        let stages = crate::stages::Stages {
+            of: StageTarget::Connections,
+            stages: "10s:4,20s:64".parse::<crate::stages::StageList>().unwrap().0,
+        };
+        let t = text(&Report { stages: Some(stages), ..report() });
+        assert!(t.contains("closed loop ramping 0 → 4 → 64 connections over 30s"), "{t}");
     }
 
     #[test]

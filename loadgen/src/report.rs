@@ -14,6 +14,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::slo::Threshold;
+use crate::stages::{StageTarget, Stages};
+
 /// The largest latency the histogram tells apart, in microseconds (60 s); longer ones are
 /// recorded as 60 s. Fixed bounds keep every aggregate the same size (about 140 KiB) however
 /// long the run, and make merging infallible.
@@ -209,6 +212,12 @@ impl Aggregate {
         self.requests
     }
 
+    /// The latency of every response so far, in microseconds (1 µs to 60 s, 3 significant
+    /// digits): what `--hdr` writes.
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.latency
+    }
+
     /// The report of a run that these totals describe.
     pub fn report(&self, run: &RunInfo) -> Report {
         let responses = self.requests - (self.errors.total - self.errors.status);
@@ -221,7 +230,8 @@ impl Aggregate {
             let key = format!("{}/{}", s.node, s.worker.as_deref().unwrap_or("?"));
             *by_worker.entry(key).or_default() += s.count;
         }
-        let schedule = run.rate.map(|_| {
+        let mode = run.mode();
+        let schedule = (mode == Mode::Open).then(|| {
             let sent = self.requests + self.in_flight_at_end;
             ScheduleReport {
                 planned: run.planned.unwrap_or(sent),
@@ -235,7 +245,7 @@ impl Aggregate {
             Fairness { nodes: Spread::of(by_node.values()), workers: Spread::of(by_worker.values()) };
         Report {
             url: run.url.clone(),
-            mode: if run.rate.is_some() { Mode::Open } else { Mode::Closed },
+            mode,
             connections: run.connections,
             threads: run.threads,
             rate: run.rate,
@@ -263,6 +273,8 @@ impl Aggregate {
             retried: self.retried,
             fairness,
             schedule,
+            stages: run.stages.clone(),
+            thresholds: Vec::new(),
         }
     }
 }
@@ -278,12 +290,26 @@ pub struct RunInfo {
     pub threads: usize,
     /// Open loop: the intended rate in requests per second; `None` for a closed loop.
     pub rate: Option<f64>,
+    /// A staged load's stages.
+    pub stages: Option<Stages>,
     /// Wall time from the first ticket until the last connection finished.
     pub elapsed: Duration,
     /// Tickets planned in advance, if known (see `Schedule::planned`).
     pub planned: Option<u64>,
     /// The mix paths, by index.
     pub paths: Vec<String>,
+}
+
+impl RunInfo {
+    /// Open loop when a rate (fixed or staged) paces the run.
+    pub fn mode(&self) -> Mode {
+        let staged_rate = self.stages.as_ref().is_some_and(|s| s.of == StageTarget::Rate);
+        if self.rate.is_some() || staged_rate {
+            Mode::Open
+        } else {
+            Mode::Closed
+        }
+    }
 }
 
 /// The load model of a run.
@@ -484,12 +510,23 @@ pub struct Report {
     /// Open loop only: schedule keeping.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub schedule: Option<ScheduleReport>,
+    /// A staged load (`--stages`): what ramped and through which stages.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stages: Option<Stages>,
+    /// The `--slo` thresholds, judged; empty without `--slo`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub thresholds: Vec<Threshold>,
 }
 
 impl Report {
     /// Whether at least one request got a 2xx response.
     pub fn any_ok(&self) -> bool {
         self.ok > 0
+    }
+
+    /// Whether every `--slo` threshold passed (true without any).
+    pub fn thresholds_passed(&self) -> bool {
+        self.thresholds.iter().all(|t| t.passed)
     }
 }
 
@@ -517,6 +554,7 @@ mod tests {
             connections: 2,
             threads: 1,
             rate: None,
+            stages: None,
             elapsed: Duration::from_secs(2),
             planned: None,
             paths: paths.iter().map(|p| p.to_string()).collect(),

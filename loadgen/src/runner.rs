@@ -1,10 +1,12 @@
 //! One run, start to finish: resolve the target, lay out the schedule, start one task per
-//! connection, merge their aggregates, and turn the totals into a [`Report`].
+//! connection, merge their aggregates, and turn the totals into a [`Run`]: the [`Report`],
+//! the merged latency histogram and the run second by second.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use hdrhistogram::Histogram;
 use http::header::HeaderValue;
 
 use crate::client::{self, Shared, Target};
@@ -12,26 +14,52 @@ use crate::config::{LoadConfig, LoadError};
 use crate::progress::Progress;
 use crate::report::{Aggregate, Report, RunInfo};
 use crate::schedule::{Pace, Schedule};
+use crate::seconds::{SecondRow, Seconds};
+use crate::stages::{Curve, StageTarget};
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The totals, as `--json` prints them.
+    pub report: Report,
+    /// The latency of every response, µs (1 µs to 60 s, 3 significant digits).
+    pub latency: Histogram<u64>,
+    /// The run second by second, from its start.
+    pub seconds: Vec<SecondRow>,
+    /// Seconds past the first hour of a run bounded only by `--requests`, not in `seconds`.
+    pub seconds_dropped: u64,
+    /// The wall-clock time of the run's start (second 0 of `seconds`).
+    pub started: SystemTime,
+}
 
 /// Runs the load `cfg` describes on the current Tokio runtime; draws a progress bar on stderr
 /// when `show_progress`.
-pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Report, LoadError> {
+pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Run, LoadError> {
     cfg.validate()?;
     let target = target(&cfg).await?;
     let paths: Vec<String> = cfg.mix.paths().map(str::to_string).collect();
-    let pace = match cfg.rate {
-        Some(rate) => Pace::Open { rate },
-        None => Pace::Closed,
+    let pace = match (&cfg.stages, cfg.rate) {
+        (Some(s), _) if s.of == StageTarget::Rate => Pace::OpenRamp(Curve::new(&s.stages)),
+        (Some(s), _) => Pace::ClosedRamp(Curve::new(&s.stages)),
+        (None, Some(rate)) => Pace::Open { rate },
+        (None, None) => Pace::Closed,
     };
-    let start = Instant::now();
+    let (start, started) = (Instant::now(), SystemTime::now());
     let schedule = Schedule::new(pace, start, cfg.duration, cfg.requests, cfg.mix.sequence())
         .with_arrivals(cfg.arrivals);
     let planned = schedule.planned();
-    let shared = Arc::new(Shared { target, schedule, timeout: cfg.timeout, done: AtomicU64::new(0) });
+    let shared = Arc::new(Shared {
+        target,
+        schedule,
+        timeout: cfg.timeout,
+        done: AtomicU64::new(0),
+        seconds: Seconds::new(start, cfg.duration),
+    });
     let progress = show_progress.then(|| Progress::start(shared.clone(), cfg.duration, cfg.requests));
 
-    let connections: Vec<_> =
-        (0..cfg.connections).map(|_| tokio::spawn(client::run_connection(shared.clone()))).collect();
+    let connections: Vec<_> = (0..cfg.connections as usize)
+        .map(|conn| tokio::spawn(client::run_connection(shared.clone(), conn)))
+        .collect();
     let mut total = Aggregate::new(paths.len());
     let mut failure = None;
     for conn in connections {
@@ -47,15 +75,23 @@ pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Report, Loa
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(total.report(&RunInfo {
+    let report = total.report(&RunInfo {
         url: cfg.url.url.clone(),
         connections: cfg.connections,
         threads: cfg.threads,
         rate: cfg.rate,
+        stages: cfg.stages.clone(),
         elapsed,
         planned,
         paths,
-    }))
+    });
+    Ok(Run {
+        report,
+        latency: total.latency().clone(),
+        seconds: shared.seconds.rows(|s| shared.schedule.offered_in(s)),
+        seconds_dropped: shared.seconds.dropped(),
+        started,
+    })
 }
 
 /// Resolves the host once (the run then connects to that address) and prepares the requests.

@@ -3,7 +3,8 @@
 //! them so leftover `/op2` burns are not charged to the next), and record throughput, latency,
 //! who served what and the CPU each node used, beside the theoretical capacity. Each series
 //! gets a USL fit. `results.json` is rewritten after every point, so an interrupted sweep keeps
-//! what it measured; `results.csv` and `report.html` follow at the end.
+//! what it measured, and each point leaves `FIELD=VALUE.hgrm`, its rounds' latencies merged;
+//! `results.csv` and `report.html` follow at the end.
 //!
 //! - [`vary`]: `--vary FIELD=V1,...` and the topology each value makes.
 //! - [`plan`]: every flag and point checked before anything starts.
@@ -88,7 +89,9 @@ pub struct SweepArgs {
     /// (at most 1 minute).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub pause: Duration,
-    /// Where results.json, results.csv and report.html go (created if missing).
+    /// Where results.json, results.csv and report.html go (created if missing), with one
+    /// `FIELD=VALUE.hgrm` per point: its rounds' latency histogram, in HdrHistogram's
+    /// percentile-distribution format.
     #[arg(long)]
     pub out: PathBuf,
     /// Run the points with Docker Compose instead of native processes (the image
@@ -242,12 +245,16 @@ async fn measure(
         tokio::time::sleep(args.pause).await;
     }
     let mut rounds: Vec<(Report, Round)> = Vec::new();
+    // Every round's latency histogram, for the point's `.hgrm`.
+    let mut latencies = Vec::new();
     let mut cpu_used: BTreeMap<String, Duration> = BTreeMap::new();
     let mut measured = Duration::ZERO;
     for r in 1..=args.rounds {
         progress.show(label, &format!("round {r}/{}", args.rounds));
         let before = runner.cpu_used().await;
-        let report = scalelab_loadgen::run_load(round_load(planned, r)).await?;
+        let run = scalelab_loadgen::run_load_full(round_load(planned, r), false).await?;
+        let report = run.report;
+        latencies.push(run.latency);
         let after = runner.cpu_used().await;
         for (node, end) in &after {
             if let Some(start) = before.get(node) {
@@ -273,6 +280,9 @@ async fn measure(
             tokio::time::sleep(args.pause).await;
         }
     }
+    // One `.hgrm` per point, its rounds merged: HdrHistogram's plotter compares the points.
+    let hgrm = args.out.join(format!("{label}.hgrm"));
+    report::write_atomically(&hgrm, &scalelab_loadgen::hgrm::write_merged(&latencies))?;
     progress.done += 1;
     let paths: Vec<(String, u32)> =
         planned.load.mix.entries().iter().map(|e| (e.path.clone(), e.weight)).collect();

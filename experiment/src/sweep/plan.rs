@@ -76,6 +76,7 @@ impl Plan {
             requests: None,
             rate: args.rate,
             arrivals: if args.rate.is_some() { arrivals } else { Arrivals::Uniform },
+            stages: None,
             timeout: Duration::from_secs(10),
             threads: scalelab_loadgen::default_threads(),
         };
