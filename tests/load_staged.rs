@@ -138,6 +138,13 @@ fn a_ramped_rate_offers_what_its_stages_say_second_by_second() {
     let schedule = r.schedule.expect("open loop keeps a schedule");
     assert_eq!(schedule.planned, 300, "{r:?}");
     assert!(schedule.sent >= 290 && r.errors == 0, "{schedule:?}, {} errors", r.errors);
+    // Each stage on its own: the ramp's 100 planned requests, then the plateau's 200.
+    let by: Vec<(usize, u32, u32, u64)> =
+        r.by_stage.iter().map(|s| (s.stage, s.from_s, s.to_s, s.ok)).collect();
+    assert_eq!(by.len(), 2, "{by:?}");
+    assert_eq!((by[0].1, by[0].2, by[1].1, by[1].2), (0, 2, 2, 4), "{by:?}");
+    assert_eq!(by[0].3 + by[1].3, r.ok, "{by:?}");
+    assert!(r.by_stage.iter().all(|s| s.p99_ms.is_some()), "{:?}", r.by_stage);
 
     let t: Timeline =
         serde_json::from_str(&std::fs::read_to_string(dir.join(TIMELINE_JSON)).unwrap()).unwrap();

@@ -59,7 +59,7 @@ pub use report::{
 };
 pub use runner::Run;
 pub use schedule::{Pace, Schedule, Ticket};
-pub use seconds::{SecondRow, Seconds, MAX_SECONDS};
+pub use seconds::{SecondRow, Seconds, StageSummary, MAX_SECONDS};
 pub use slo::{judge, Slo, Threshold, EXIT_THRESHOLD_FAILED, MAX_SLOS};
 pub use stages::{Curve, Stage, StageList, StageTarget, Stages, MAX_STAGED_DURATION, MAX_STAGES};
 

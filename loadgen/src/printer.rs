@@ -158,9 +158,43 @@ pub fn text(r: &Report) -> String {
         }
     }
 
+    stages(o, r);
     served_by(o, r);
     thresholds(o, r);
     out
+}
+
+/// A staged load, stage by stage: each one's load and latency apart.
+fn stages(o: &mut String, r: &Report) {
+    if r.by_stage.is_empty() {
+        return;
+    }
+    let unit = match &r.stages {
+        Some(s) if s.of == StageTarget::Connections => "conns",
+        _ => "req/s",
+    };
+    let _ = writeln!(
+        o,
+        "\nStages       seconds  {unit:>13} {:>8} {:>8} {:>7} {:>6} {:>9} {:>9}",
+        "sent", "ok", "errors", "503", "p50 ms", "p99 ms"
+    );
+    let ms = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    for s in &r.by_stage {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>3}-{:<3}  {:>13} {:>8} {:>8} {:>7} {:>6} {:>9} {:>9}",
+            format!("stage {}", s.stage),
+            s.from_s,
+            s.to_s,
+            format!("{}->{}", fmt_num(s.from_target), fmt_num(s.to_target)),
+            s.sent,
+            s.ok,
+            s.errors,
+            s.unavailable,
+            ms(s.p50_ms),
+            ms(s.p99_ms)
+        );
+    }
 }
 
 /// The `--slo` verdicts, last so that a CI log ends with them.
@@ -326,6 +360,7 @@ mod tests {
             fairness: Default::default(),
             schedule: None,
             stages: None,
+            by_stage: Vec::new(),
             thresholds: Vec::new(),
         }
     }

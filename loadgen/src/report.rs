@@ -274,6 +274,7 @@ impl Aggregate {
             fairness,
             schedule,
             stages: run.stages.clone(),
+            by_stage: Vec::new(),
             thresholds: Vec::new(),
         }
     }
@@ -513,6 +514,9 @@ pub struct Report {
     /// A staged load (`--stages`): what ramped and through which stages.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub stages: Option<Stages>,
+    /// A staged load: each stage's counts and latency (see [`StageSummary`]).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub by_stage: Vec<crate::StageSummary>,
     /// The `--slo` thresholds, judged; empty without `--slo`.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub thresholds: Vec<Threshold>,

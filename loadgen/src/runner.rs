@@ -75,7 +75,7 @@ pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Run, LoadEr
     if let Some(e) = failure {
         return Err(e);
     }
-    let report = total.report(&RunInfo {
+    let mut report = total.report(&RunInfo {
         url: cfg.url.url.clone(),
         connections: cfg.connections,
         threads: cfg.threads,
@@ -85,6 +85,9 @@ pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Run, LoadEr
         planned,
         paths,
     });
+    if let Some(stages) = &cfg.stages {
+        report.by_stage = shared.seconds.stage_summaries(stages);
+    }
     Ok(Run {
         report,
         latency: total.latency().clone(),

@@ -131,6 +131,21 @@ impl Bucket {
         }
     }
 
+    /// Adds another second's counts and latencies to this one.
+    fn add(&mut self, other: &Bucket) {
+        self.sent += other.sent;
+        self.responses += other.responses;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.unavailable += other.unavailable;
+        if let Some(h) = &other.latency {
+            match &mut self.latency {
+                Some(mine) => mine.add(h).expect("buckets share their bounds"),
+                None => self.latency = Some(h.clone()),
+            }
+        }
+    }
+
     fn row(&self, t: u32, offered: Option<u64>) -> SecondRow {
         let ms = |q: f64| self.latency.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0);
         SecondRow {
@@ -217,6 +232,70 @@ impl Seconds {
     }
 }
 
+/// One stage of a staged run (`--stages`), summed over the seconds it covers: what the text
+/// report's `Stages` table and the JSON's `by_stage` show, so each stage's latency is read
+/// apart (a low stage's p99 is not drowned by a high one's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// Its position in `--stages`, from 1.
+    pub stage: usize,
+    /// The seconds of the run it covers, `from_s` to `to_s` (whole seconds: a second belongs to
+    /// the stage its middle falls in).
+    pub from_s: u32,
+    pub to_s: u32,
+    /// The target at its start and at its end (req/s, or connections).
+    pub from_target: f64,
+    pub to_target: f64,
+    /// Requests sent, 2xx responses, requests without a 2xx, 503s.
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub unavailable: u64,
+    /// Latency percentiles of its responses, ms (`None` without responses).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl Seconds {
+    /// Each stage of `stages` (that lasts at least one whole second), summed from the
+    /// seconds recorded.
+    pub fn stage_summaries(&self, stages: &crate::stages::Stages) -> Vec<StageSummary> {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        let (mut start, mut from_target) = (0.0, 0.0);
+        for (i, stage) in stages.stages.iter().enumerate() {
+            let end = start + stage.duration_s;
+            // Second k belongs here when k + 0.5 falls in [start, end).
+            let (from, to) =
+                ((start - 0.5f64).ceil().max(0.0) as usize, (end - 0.5f64).ceil().max(0.0) as usize);
+            let to = to.min(buckets.len());
+            if from < to {
+                let mut sum = Bucket::default();
+                for b in &buckets[from..to] {
+                    sum.add(b);
+                }
+                let ms = |q: f64| sum.latency.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0);
+                out.push(StageSummary {
+                    stage: i + 1,
+                    from_s: from as u32,
+                    to_s: to as u32,
+                    from_target,
+                    to_target: stage.target,
+                    sent: sum.sent,
+                    ok: sum.ok,
+                    errors: sum.errors,
+                    unavailable: sum.unavailable,
+                    p50_ms: ms(0.5),
+                    p99_ms: ms(0.99),
+                });
+            }
+            start = end;
+            from_target = stage.target;
+        }
+        out
+    }
+}
+
 /// One connection's way into [`Seconds`]: counts into its tally and hands it over when the
 /// second changes or the tally is full. [`Recorder::flush`] at the end of the connection.
 #[derive(Debug)]
@@ -252,6 +331,34 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn stages_sum_the_seconds_they_cover() {
+        use crate::stages::{Stage, StageTarget, Stages};
+        let t0 = Instant::now();
+        let seconds = Seconds::new(t0, Some(Duration::from_secs(4)));
+        let mut r = seconds.recorder();
+        // Seconds 0 and 1 answer in 1 ms, seconds 2 and 3 in 100 ms (one a 503).
+        for (at, status, latency) in [(100, 200, 1), (1100, 200, 1), (2100, 200, 100), (3100, 503, 100)] {
+            r.at(t0 + ms(at)).push_sent();
+            r.at(t0 + ms(at)).push_response(status, ms(latency));
+        }
+        r.flush();
+        let stages = Stages {
+            of: StageTarget::Rate,
+            stages: vec![
+                Stage { duration_s: 2.0, target: 10.0 },
+                Stage { duration_s: 0.0, target: 50.0 }, // a step: no second of its own
+                Stage { duration_s: 2.0, target: 50.0 },
+            ],
+        };
+        let s = seconds.stage_summaries(&stages);
+        assert_eq!(s.iter().map(|x| (x.stage, x.from_s, x.to_s)).collect::<Vec<_>>(), [(1, 0, 2), (3, 2, 4)]);
+        assert_eq!((s[0].sent, s[0].ok, s[0].unavailable), (2, 2, 0));
+        assert_eq!((s[1].sent, s[1].ok, s[1].errors, s[1].unavailable), (2, 1, 1, 1));
+        assert!(s[0].p99_ms.unwrap() < 1.1 && s[1].p99_ms.unwrap() > 99.0, "{s:?}");
+        assert_eq!((s[1].from_target, s[1].to_target), (50.0, 50.0));
     }
 
     #[test]
