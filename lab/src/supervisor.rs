@@ -7,14 +7,17 @@
 //! the program around the lab) is answered at once.
 //!
 //! Processes are started through a [`Launcher`]: real ones in a lab, fakes in the unit tests
-//! at the bottom of this file, which drive every decision under a paused clock.
+//! (`supervisor/tests.rs`), which drive every decision under a paused clock.
+//!
+//! - this file: the loop, the commands, reaping and respawning, shutdown;
+//! - `edits`: what an edit or an autoscaler's count does to the children;
+//! - `reap`: what an exit, a readiness byte or a deadline means for one child.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use scalelab_balancer::BalancerArgs;
 use scalelab_topology::{Replica, Topology};
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,9 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::cgroup::CpuCaps;
-use crate::child::{Child, Leaving, Role, Stage, State, BALANCER};
+use crate::child::{Child, Role, Stage, State, BALANCER};
 use crate::launch::Launcher;
-use crate::plan::{self, Plan};
+use crate::plan::Plan;
 use crate::snapshot::Snapshot;
 use crate::sockets::Sockets;
 use crate::{NodeView, View};
@@ -305,10 +308,10 @@ impl Supervisor {
     fn reap_children(&mut self, now: Instant) {
         let mut promoted = None;
         for (name, child) in self.children.iter_mut() {
-            if let Some(sockets) = reap_current(name, child, now) {
+            if let Some(sockets) = reap::reap_current(name, child, now) {
                 promoted = Some(sockets);
             }
-            child.leaving.retain_mut(|l| !reap_leaving(name, l, now));
+            child.leaving.retain_mut(|l| !reap::reap_leaving(name, l, now));
         }
         if let Some(sockets) = promoted {
             self.sockets = sockets;
@@ -384,186 +387,6 @@ impl Supervisor {
             .unwrap_or_default()
     }
 
-    /// Applies a valid topology from the user. Autoscaled groups keep their current count
-    /// (within the new bounds); the others take `replicas` from the file.
-    pub fn apply(&mut self, declared: Topology) -> anyhow::Result<Plan> {
-        let in_force = crate::autoscale::in_force(&declared, &self.topology);
-        let plan = self.apply_in_force(in_force)?;
-        self.declared = declared;
-        Ok(plan)
-    }
-
-    /// An autoscaler's decision: `group` at `replicas` (clamped to its bounds).
-    pub fn scale(&mut self, group: &str, replicas: usize) -> anyhow::Result<Plan> {
-        let g = self.declared.group(group).with_context(|| format!("no node group {group:?}"))?;
-        let a = g.autoscale.as_ref().with_context(|| format!("node group {group:?} does not autoscale"))?;
-        let replicas = replicas.clamp(a.min_replicas, a.max_replicas);
-        self.apply_in_force(self.topology.with_replicas(group, replicas))
-    }
-
-    /// Makes `new` the topology in force: what can fail (the children's own checks, binding
-    /// new balancer addresses, publishing) is done before anything changes.
-    fn apply_in_force(&mut self, new: Topology) -> anyhow::Result<Plan> {
-        crate::preflight(&new)?;
-        let plan = plan::plan(&self.topology, &new);
-        let sockets = if plan.restart_balancer { Some(self.sockets.rebind(&new)?) } else { None };
-        if new != self.topology {
-            self.snapshot.publish(&new)?;
-            self.topology = new.clone();
-            self.topology_tx.send_replace(new);
-        }
-        let now = Instant::now();
-        for (r, _) in &plan.resize {
-            self.set_replica(r);
-        }
-        for r in &plan.recap {
-            let _ = self.cgroups_for(r);
-            self.set_replica(r);
-        }
-        for r in &plan.stop {
-            self.remove_node(&r.name, now);
-        }
-        for r in &plan.start {
-            self.add_node(r, now);
-        }
-        for r in &plan.restart {
-            self.restart_node(r, now);
-        }
-        if let Some(sockets) = sockets {
-            self.hand_over(sockets, now);
-        }
-        Ok(plan)
-    }
-
-    /// Records a node's new settings (its primary applies workers and caps itself).
-    fn set_replica(&mut self, r: &Replica) {
-        if let Some(child) = self.children.get_mut(&r.name) {
-            child.role = Role::Node(r.clone());
-        }
-    }
-
-    /// Starts node `r`. A process of the same name still draining on the same port is taken
-    /// back when it has not been told to stop yet; when it has, the new one waits for it to
-    /// let go of the port.
-    fn add_node(&mut self, r: &Replica, now: Instant) {
-        let child = self
-            .children
-            .entry(r.name.clone())
-            .or_insert_with(|| Child::new(Role::Node(r.clone()), State::Removed));
-        child.role = Role::Node(r.clone());
-        if let Some(proc) = child.reclaim(r) {
-            tracing::info!("{}: still serving; kept instead of starting another", r.name);
-            child.state = State::Running { proc, since: now };
-            let _ = self.cgroups_for(r);
-            return;
-        }
-        child.state = State::WaitingForPort;
-        if self.port_free_for(&self.children[&r.name], r.listen) {
-            self.spawn_child(&r.name, now);
-        }
-    }
-
-    /// Retires node `name`: it serves on until the balancer has dropped it, then drains.
-    fn remove_node(&mut self, name: &str, now: Instant) {
-        self.rolling.queue.retain(|r| r.name != name);
-        if self.rolling.now.as_ref().is_some_and(|(n, _)| n == name) {
-            self.rolling.now = None;
-        }
-        if let Some(child) = self.children.get_mut(name) {
-            child.send_off(State::Removed, Some(now + RETIRE_DELAY), now);
-        }
-    }
-
-    /// A node's address or distribution changed. On a new port the new process starts at once
-    /// and the old one retires like a removed node; on the same port nodes restart one at a
-    /// time (see [`Rolling`]).
-    fn restart_node(&mut self, r: &Replica, now: Instant) {
-        let Some(child) = self.children.get_mut(&r.name) else { return self.add_node(r, now) };
-        let same_port = child.replica().is_some_and(|o| o.listen == r.listen);
-        if same_port {
-            self.rolling.queue.retain(|q| q.name != r.name);
-            if matches!(child.state, State::WaitingForPort) {
-                child.role = Role::Node(r.clone()); // not started yet: it starts with this edit
-            } else {
-                self.rolling.queue.push_back(r.clone());
-            }
-            return;
-        }
-        child.send_off(State::WaitingForPort, Some(now + RETIRE_DELAY), now);
-        child.role = Role::Node(r.clone());
-        if self.port_free_for(&self.children[&r.name], r.listen) {
-            self.spawn_child(&r.name, now);
-        }
-    }
-
-    /// Moves the rolling restart along: once the node restarting now serves again, the next
-    /// one stops and waits for its port.
-    fn advance_rolling(&mut self, now: Instant) {
-        if let Some((name, probing)) = self.rolling.now.clone() {
-            let child = self.children.get(&name).filter(|c| c.wanted());
-            match child.map(|c| (matches!(c.state, State::Running { .. }), c.replica().map(|r| r.listen))) {
-                None => self.rolling.now = None, // removed meanwhile
-                Some((true, Some(addr))) if !probing => {
-                    let probe = self.launcher.serving(&name, addr, self.sockets.admin_local_addr());
-                    let tx = self.notes_tx.clone();
-                    self.rolling.now = Some((name.clone(), true));
-                    tokio::spawn(async move {
-                        let ok = probe.await;
-                        let _ = tx.send(Note::Serving(name, ok));
-                    });
-                }
-                Some(_) => {}
-            }
-            if self.rolling.now.is_some() {
-                return;
-            }
-        }
-        while let Some(r) = self.rolling.queue.pop_front() {
-            let Some(child) = self.children.get_mut(&r.name).filter(|c| c.wanted()) else { continue };
-            child.send_off(State::WaitingForPort, None, now);
-            child.role = Role::Node(r.clone());
-            self.rolling.now = Some((r.name.clone(), false));
-            if self.port_free_for(&self.children[&r.name], r.listen) {
-                self.spawn_child(&r.name, now);
-            }
-            return;
-        }
-    }
-
-    /// Starts a balancer with the new settings beside the running one; it takes over once it
-    /// reports ready.
-    fn hand_over(&mut self, sockets: Sockets, now: Instant) {
-        let Some(child) = self.children.get_mut(BALANCER) else { return };
-        let current = match std::mem::replace(&mut child.state, State::WaitingForPort) {
-            State::HandingOver { proc, mut next, .. } => {
-                next.terminate();
-                child.leaving.push(Leaving {
-                    proc: next,
-                    replica: None,
-                    stage: Stage::Stopping { since: now },
-                });
-                Some(proc)
-            }
-            State::Starting { proc, .. } | State::Running { proc, .. } => Some(proc),
-            other => {
-                // Not running: it starts on the new sockets when its backoff is over.
-                child.state = other;
-                None
-            }
-        };
-        let Some(proc) = current else {
-            self.sockets = sockets;
-            return;
-        };
-        match self.launcher.balancer(&BalancerArgs::new(self.snapshot.path()), &sockets) {
-            Ok(next) => child.state = State::HandingOver { proc, next, sockets, since: now },
-            Err(e) => {
-                tracing::error!("cannot start the new balancer; the running one stays: {e:#}");
-                child.state = State::Running { proc, since: now };
-            }
-        }
-    }
-
     /// SIGTERM to everything: the balancer first, so no new request reaches a draining node.
     fn stop_all(&mut self, now: Instant) {
         self.rolling = Rolling::default();
@@ -608,93 +431,6 @@ impl Supervisor {
     }
 }
 
-/// Looks at `child`'s serving process (and a successor balancer): a crash schedules the
-/// respawn, a readiness byte completes a start or a handover. Returns the sockets of a
-/// successor balancer that took over.
-fn reap_current(name: &str, child: &mut Child, now: Instant) -> Option<Sockets> {
-    let (state, mut promoted) = match std::mem::replace(&mut child.state, State::Removed) {
-        State::Starting { mut proc, since } => match proc.try_wait() {
-            Some(status) => (crashed(name, child, since, status, now), None),
-            None if proc.reported_ready() => (State::Running { proc, since }, None),
-            None => (State::Starting { proc, since }, None),
-        },
-        State::Running { mut proc, since } => match proc.try_wait() {
-            Some(status) => (crashed(name, child, since, status, now), None),
-            None => (State::Running { proc, since }, None),
-        },
-        State::HandingOver { mut proc, mut next, sockets, since } => {
-            if let Some(status) = next.try_wait() {
-                tracing::error!("the new balancer exited before serving ({status}); the running one stays");
-                (State::Running { proc, since }, None)
-            } else if next.reported_ready() {
-                proc.terminate();
-                child.leaving.push(Leaving { proc, replica: None, stage: Stage::Stopping { since: now } });
-                tracing::info!("the new balancer took over");
-                (State::Running { proc: next, since: now }, Some(sockets))
-            } else if now.duration_since(since) > HANDOVER_WAIT {
-                tracing::error!(
-                    "the new balancer did not become ready within {HANDOVER_WAIT:?}; the running one stays"
-                );
-                next.kill_group();
-                child.leaving.push(Leaving {
-                    proc: next,
-                    replica: None,
-                    stage: Stage::Stopping { since: now },
-                });
-                (State::Running { proc, since }, None)
-            } else if let Some(status) = proc.try_wait() {
-                tracing::warn!(
-                    "the balancer exited ({status}) while a new one starts; the new one takes over"
-                );
-                (State::Starting { proc: next, since: now }, Some(sockets))
-            } else {
-                (State::HandingOver { proc, next, sockets, since }, None)
-            }
-        }
-        other => (other, None),
-    };
-    child.state = state;
-    promoted.take()
-}
-
-/// The state after a serving child exited: a respawn after its backoff.
-fn crashed(
-    name: &str,
-    child: &mut Child,
-    since: Instant,
-    status: std::process::ExitStatus,
-    now: Instant,
-) -> State {
-    let delay = child.backoff.record_death(now.duration_since(since), now.into_std());
-    let when = if delay.is_zero() { "now".to_string() } else { format!("in {delay:.1?}") };
-    tracing::warn!("{name} exited ({status}); restarting {when}");
-    State::Crashed { at: now + delay }
-}
-
-/// Moves a leaving process along (retiring → stopping → SIGKILL past the grace); true once
-/// it has exited.
-fn reap_leaving(name: &str, l: &mut Leaving, now: Instant) -> bool {
-    match l.stage {
-        Stage::Retiring { until } if now >= until => {
-            l.proc.terminate();
-            l.stage = Stage::Stopping { since: now };
-        }
-        Stage::Stopping { since } if now.duration_since(since) > STOP_GRACE => {
-            tracing::warn!("{name} (pid {}) still draining after {STOP_GRACE:?}; SIGKILL", l.proc.pid());
-            l.proc.kill_group();
-            l.stage = Stage::Killed;
-        }
-        _ => {}
-    }
-    match l.proc.try_wait() {
-        Some(status) => {
-            tracing::info!("{name} (pid {}) stopped ({status})", l.proc.pid());
-            true
-        }
-        None => false,
-    }
-}
-
 /// Waits for the next arrival of `sig`, or forever when it could not be watched.
 async fn recv_signal(sig: &mut Option<tokio::signal::unix::Signal>) {
     match sig {
@@ -724,5 +460,7 @@ impl Drop for Supervisor {
     }
 }
 
+mod edits;
+mod reap;
 #[cfg(test)]
 mod tests;
