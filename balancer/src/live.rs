@@ -24,8 +24,10 @@ use scalelab_topology::{limits, Topology};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::node_stats::{self, NodeStats};
 use crate::state::Roster;
+use crate::traffic::Faults;
 
 /// How often the view is sampled and published.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -53,6 +55,10 @@ pub struct Sample {
     pub rps: f64,
     /// `/op2` requests per second over all nodes: what the theory is a ceiling for.
     pub op2_rps: f64,
+    /// Requests per second whose client went away before its answer (nginx logs them as
+    /// 499): the end of a load run, a closed tab. Not a node's failure, so not in any node's
+    /// errors.
+    pub client_aborts_per_s: f64,
     pub nodes: Vec<NodeSample>,
     /// Recent topology changes, oldest first.
     pub changes: Vec<Change>,
@@ -82,6 +88,9 @@ pub struct NodeSample {
     /// Errors and retries per second over the last second.
     pub errors_per_s: f64,
     pub retries_per_s: f64,
+    /// Attempts per second given up because the node did not answer within
+    /// `read_timeout_ms` (each is also one of its errors).
+    pub timeouts_per_s: f64,
     /// CPU the node used over the last second, in cores (`None` when the node cannot say).
     pub cpu: Option<f64>,
     /// Its CPU cap in cores (`None`: uncapped).
@@ -190,8 +199,7 @@ impl Live {
 struct Previous {
     requests: u64,
     op2: u64,
-    errors: u64,
-    retries: u64,
+    faults: Faults,
     workers: HashMap<usize, u64>,
     cpu: Option<(Duration, Instant)>,
     /// The name the node gave on `/stats` (with DNS discovery, where every container of a
@@ -205,6 +213,7 @@ pub struct Sampler<S: BackendSelection> {
     roster: Arc<Roster>,
     topology: Arc<ArcSwap<Topology>>,
     live: Arc<Live>,
+    metrics: Arc<Metrics>,
     algorithm: String,
 }
 
@@ -215,9 +224,10 @@ impl<S: BackendSelection> Sampler<S> {
         roster: Arc<Roster>,
         topology: Arc<ArcSwap<Topology>>,
         live: Arc<Live>,
+        metrics: Arc<Metrics>,
         algorithm: &str,
     ) -> Self {
-        Sampler { lb, roster, topology, live, algorithm: algorithm.to_string() }
+        Sampler { lb, roster, topology, live, metrics, algorithm: algorithm.to_string() }
     }
 }
 
@@ -229,6 +239,7 @@ where
 {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut previous: HashMap<SocketAddr, Previous> = HashMap::new();
+        let mut aborts_before = self.metrics.client_aborts.get();
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = Instant::now();
@@ -239,7 +250,10 @@ where
             }
             let elapsed = last.elapsed().as_secs_f64().max(1e-3);
             last = Instant::now();
-            let sample = self.sample(&mut previous, elapsed).await;
+            let mut sample = self.sample(&mut previous, elapsed).await;
+            let aborts = self.metrics.client_aborts.get();
+            sample.client_aborts_per_s = aborts.saturating_sub(aborts_before) as f64 / elapsed;
+            aborts_before = aborts;
             match serde_json::to_string(&sample) {
                 Ok(json) => self.live.publish(Arc::from(json)),
                 Err(e) => tracing::error!("encoding the live sample: {e}"),
@@ -267,7 +281,7 @@ where
             let prev = previous.entry(addr).or_default();
             let requests = entry.requests();
             let op2 = entry.traffic.op2();
-            let (errors, retries) = entry.traffic.errors_and_retries();
+            let faults = entry.traffic.faults();
             let per_s = |now: u64, before: u64| now.saturating_sub(before) as f64 / elapsed;
             let rps = per_s(requests, prev.requests);
             let counts: HashMap<usize, u64> = entry.traffic.worker_counts().into_iter().collect();
@@ -304,8 +318,9 @@ where
                 in_flight: entry.in_flight(),
                 p50_ms: latency.p50_ms,
                 p99_ms: latency.p99_ms,
-                errors_per_s: per_s(errors, prev.errors),
-                retries_per_s: per_s(retries, prev.retries),
+                errors_per_s: per_s(faults.errors, prev.faults.errors),
+                retries_per_s: per_s(faults.retries, prev.faults.retries),
+                timeouts_per_s: per_s(faults.timeouts, prev.faults.timeouts),
                 cpu,
                 cpu_cap: stats.get(&addr).and_then(|s| s.cpu_cap).or(cap),
                 workers_configured: configured,
@@ -321,8 +336,7 @@ where
             *prev = Previous {
                 requests,
                 op2,
-                errors,
-                retries,
+                faults,
                 workers: counts,
                 cpu: prev.cpu,
                 own_name: prev.own_name.take(),
@@ -339,6 +353,7 @@ where
             theory_rps: topology.op2_capacity(cores),
             rps: nodes.iter().map(|n| n.rps).sum(),
             op2_rps: nodes.iter().map(|n| n.op2_rps).sum(),
+            client_aborts_per_s: 0.0,
             nodes,
             changes,
             last_error,

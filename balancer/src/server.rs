@@ -222,9 +222,18 @@ where
     let connect_timeout = Duration::from_millis(health.timeout_ms.max(1));
     let limits = settings.client_limits();
     let max_age = settings.balancer.upstream.max_age_ms;
+    let read_timeout = settings.balancer.upstream.read_timeout_in_force(&topology.load().workload);
     let track_latency = settings.balancer.algorithm == Algorithm::PeakEwma;
     let balancer =
-        Balancer::new(lb.clone(), roster.clone(), metrics.clone(), connect_timeout, max_age, track_latency);
+        Balancer::new(
+        lb.clone(),
+        roster.clone(),
+        metrics.clone(),
+        connect_timeout,
+        read_timeout,
+        max_age,
+        track_latency,
+    );
     let app =
         ClientGuard::new(pingora_proxy::http_proxy(&server.configuration, balancer), limits, metrics.clone());
     let mut proxy = Service::new("scalelab proxy".to_string(), app);
@@ -235,7 +244,7 @@ where
     proxy.add_dependency(&backends);
 
     let algorithm = settings.balancer.algorithm.as_str();
-    let sampler = Sampler::new(lb.clone(), roster.clone(), topology, live.clone(), algorithm);
+    let sampler = Sampler::new(lb.clone(), roster.clone(), topology, live.clone(), metrics.clone(), algorithm);
     server.add_service(background_service("live sampler", sampler));
     let admin_app = AdminApp::new(lb.clone(), roster, metrics, live, settings.status_settings(&limits));
     let admin = server.add_service(background_service("admin", AdminServer::new(admin_app, listeners.admin)));

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod browser;
+pub mod rig;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

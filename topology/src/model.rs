@@ -130,11 +130,31 @@ pub struct UpstreamConfig {
     /// in a live resize get traffic only on new connections; this bounds how long that takes.
     #[serde(default = "default_max_age_ms")]
     pub max_age_ms: u64,
+    /// The longest wait for a node's response head (and for each later read of its body),
+    /// ms. Unset: [`UpstreamConfig::read_timeout_in_force`] derives it from the workload, so that a
+    /// full `/op2` queue fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout_ms: Option<u64>,
 }
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
-        UpstreamConfig { pool_size: default_pool_size(), max_age_ms: default_max_age_ms() }
+        UpstreamConfig { pool_size: default_pool_size(), max_age_ms: default_max_age_ms(), read_timeout_ms: None }
+    }
+}
+
+impl UpstreamConfig {
+    /// The read timeout in force, ms: the one set, or else the default for `workload`:
+    /// twice the CPU time of the longest legal `/op2` wait ([`Workload::longest_queue_ms`]:
+    /// a request behind a full queue of requests at the cap), and at least 10 s. Twice,
+    /// because a worker rarely has a whole core: two workers under a 1-core cap (the default
+    /// topology) burn at half speed. Never above [`crate::limits::READ_TIMEOUT_MS`]'s ceiling.
+    pub fn read_timeout_in_force(&self, workload: &Workload) -> std::time::Duration {
+        let (_, hi) = crate::limits::READ_TIMEOUT_MS;
+        let ms = self.read_timeout_ms.unwrap_or_else(|| {
+            workload.longest_queue_ms().saturating_mul(2).clamp(crate::limits::DEFAULT_MIN_READ_TIMEOUT_MS, hi)
+        });
+        std::time::Duration::from_millis(ms)
     }
 }
 
@@ -203,6 +223,12 @@ impl Default for Workload {
 }
 
 impl Workload {
+    /// The longest CPU time a legal `/op2` request can wait for its answer, ms: a full queue
+    /// of `max_queue` requests at the cap ahead of it, and its own, on one worker.
+    pub fn longest_queue_ms(&self) -> u64 {
+        (self.max_queue as u64).saturating_add(1).saturating_mul(self.max_cpu_ms)
+    }
+
     /// What is wrong with these costs, as (field, message) pairs; empty when they are valid.
     /// The topology's validation and a node's own flags both use it.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
@@ -799,6 +825,30 @@ nodes:
         let allowed =
             format!("allow_privileged_ports: true\n{}", GOOD.replace("127.0.0.1:8080", "127.0.0.1:80"));
         assert!(Topology::from_yaml(&allowed).is_ok());
+    }
+
+    #[test]
+    fn read_timeout_defaults_to_fit_a_full_queue_and_is_bounded() {
+        let t = Topology::from_yaml(GOOD).unwrap();
+        // max_queue 32 (default) x max_cpu_ms 1000: a full queue is 33 s of CPU, twice that.
+        assert_eq!(t.workload.longest_queue_ms(), 33_000);
+        assert_eq!(t.balancer.upstream.read_timeout_in_force(&t.workload).as_millis(), 66_000);
+        // The default workload: 33 x 200 ms = 6.6 s, twice is 13.2 s.
+        let w = Workload::default();
+        assert_eq!(UpstreamConfig::default().read_timeout_in_force(&w).as_millis(), 13_200);
+        // Small workloads still get 10 s.
+        let small = Workload { max_queue: 1, ..w };
+        assert_eq!(UpstreamConfig::default().read_timeout_in_force(&small).as_millis(), 10_000);
+        let set = |ms: &str, queue: &str| {
+            GOOD.replace("max_cpu_ms: 1000", &format!("max_cpu_ms: 200\n  max_queue: {queue}"))
+                .replace("algorithm: round_robin", &format!("algorithm: round_robin\n  upstream: {{ read_timeout_ms: {ms} }}"))
+        };
+        let t = Topology::from_yaml(&set("1500", "4")).unwrap();
+        assert_eq!(t.balancer.upstream.read_timeout_in_force(&t.workload).as_millis(), 1500);
+        let p = only_problem(&set("50", "4"), "balancer.upstream.read_timeout_ms", 5);
+        assert!(p.message.contains("100 to 600000 ms"), "{p:#?}");
+        let p = only_problem(&set("1500", "32"), "balancer.upstream.read_timeout_ms", 5);
+        assert!(p.message.contains("at least 6600 ms") && p.message.contains("max_queue"), "{p:#?}");
     }
 
     const AUTOSCALED: &str = "\
