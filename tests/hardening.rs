@@ -117,3 +117,40 @@ fn a_stopped_node_costs_a_request_at_most_the_read_timeout_and_a_retry() {
     signal_node(&rig, 2, libc::SIGCONT);
     rig.wait_state("both healthy again", |s| s.values().all(|b| b.healthy));
 }
+
+#[test]
+fn a_hundred_streams_that_never_read_leave_metrics_and_state_answering() {
+    use scalelab_balancer::admin::MAX_EVENT_STREAMS;
+    let rig = Rig::start(1, 1);
+    // 100 dashboard streams whose clients send the request and never read a byte.
+    let streams: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(rig.admin).expect("connect to the admin listener");
+            s.write_all(b"GET /events HTTP/1.1\r\nHost: lab\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    for path in ["/metrics", "/state", "/"] {
+        let started = Instant::now();
+        let r = get(rig.admin, path).unwrap_or_else(|e| panic!("{path} with 100 streams open: {e}"));
+        let took = started.elapsed();
+        println!("{path} with 100 streams open: {} in {took:?}", r.status);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+    }
+    // The streams past the bound were answered 503 and closed, not left hanging.
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for mut s in streams {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 12];
+        let status = match s.read_exact(&mut head) {
+            Ok(()) => String::from_utf8_lossy(&head[9..12]).into_owned(),
+            Err(e) => format!("{:?}", e.kind()),
+        };
+        *statuses.entry(status).or_default() += 1;
+    }
+    println!("stream answers: {statuses:?}");
+    assert_eq!(statuses.get("200"), Some(&MAX_EVENT_STREAMS), "{statuses:?}");
+    assert_eq!(statuses.get("503"), Some(&(100 - MAX_EVENT_STREAMS)), "{statuses:?}");
+}

@@ -23,6 +23,8 @@
 //! - [`admin`]: the admin listener (hyper): the dashboard (`/`, `/events`, `/live`),
 //!   `GET /metrics` and `GET /state`.
 //! - [`status`]: `StateReport`, the `/state` document, for the balancer and its readers.
+//! - [`write_deadline`]: a socket whose writes may not stall past a deadline (admin clients
+//!   that stop reading).
 //! - [`server`]: assembling the pingora `Server` (services, shutdown settings) and running it.
 
 pub mod admin;
@@ -40,6 +42,7 @@ pub mod sockets;
 pub mod state;
 pub mod status;
 pub mod traffic;
+pub mod write_deadline;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
