@@ -324,6 +324,10 @@ fn pipelined_hostless_and_absolute_form_requests_are_answered_as_the_nodes_answe
     let reply = raw_exchange(lab.listen, b"GET /info HTTP/1.0\r\n\r\n");
     assert!(reply.contains(&format!("\"host\":\"{}\"", lab.listen)), "{reply}");
 
+    // HTTP/1.1 without Host: 400 (RFC 9112 §3.2), where HTTP/1.0 may omit it.
+    let reply = raw_exchange(lab.listen, b"GET /info HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+
     // Absolute form: the same answer from the balancer and from a node.
     for (request, status) in [
         ("GET http://example.com/op1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n", "200"),

@@ -15,8 +15,9 @@
 //! really gone refuses the connection and the request fails over as usual.
 //!
 //! HTTP details it takes care of: pipelined requests are answered in order (pingora leaves
-//! pipelining off unless asked); a request without `Host` (HTTP/1.0 allows that) is forwarded
-//! with the `Host` the client reached; a node's load-shedding 503s are counted.
+//! pipelining off unless asked); an HTTP/1.0 request without `Host` is forwarded with the
+//! `Host` the client reached, an HTTP/1.1 one is refused with 400 (RFC 9112 §3.2); a node's
+//! load-shedding 503s are counted.
 //!
 //! This runs for every request, so it stays lean: no logging above debug, no formatting
 //! except the `X-Forwarded-For` value, one roster lookup per attempt.
@@ -222,6 +223,17 @@ where
         ctx.backend = Some(backend);
         ctx.entry = Some(entry);
         Ok(Box::new(peer))
+    }
+
+    /// An HTTP/1.1 request without `Host` is refused with 400, as RFC 9112 §3.2 requires
+    /// (HTTP/1.0 may omit it: see `upstream_request_filter`).
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+            session.respond_error(400).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Pipelined requests (RFC 9112 §9.3.2) are read and answered one after another on the same
