@@ -42,10 +42,10 @@ fn round_robin_reaches_every_node() {
     }
 
     // The node sees who the client was.
-    let info = get(lab.listen, "/info").expect("GET /info through the balancer").json();
-    assert_eq!(info["forwarded_for"], "127.0.0.1", "{info}");
-    let direct = get(format!("127.0.0.1:{}", lab.port(1)), "/info").unwrap().json();
-    assert!(direct["forwarded_for"].is_null(), "no proxy, no header: {direct}");
+    let info = get(lab.listen, "/info").expect("GET /info through the balancer").info();
+    assert_eq!(info.forwarded_for.as_deref(), Some("127.0.0.1"), "{info:?}");
+    let direct = get(format!("127.0.0.1:{}", lab.port(1)), "/info").unwrap().info();
+    assert_eq!(direct.forwarded_for, None, "no proxy, no header: {direct:?}");
 
     let state = lab.state();
     assert_eq!(state.keys().collect::<Vec<_>>(), ["node-1", "node-2", "node-3"]);
@@ -407,8 +407,8 @@ fn a_full_worker_queue_is_shed_with_retry_after_and_counted() {
     let series = format!(r#"scalelab_balancer_shed_total{{backend="{addr}"}}"#);
     let total = (first + shed.len()) as f64;
     assert_eq!(metric(&metrics, &series), Some(total), "{metrics}");
-    let info = get(&addr, "/info").unwrap().json();
-    assert_eq!(info["shed"].as_f64(), Some(total), "{info}");
+    let info = get(&addr, "/info").unwrap().info();
+    assert_eq!(info.shed as f64, total, "{info:?}");
 }
 
 /// `n` requests for `path` to `listen`, each sent at once from a thread of its own; join the
@@ -448,7 +448,7 @@ fn in_flight_counts_go_back_to_zero_after_errors_and_aborts_and_survive_an_edit(
         &["--url", &url, "--path", "/op2?cpu_ms=99999", "--connections", "8", "--duration", "1s"],
         Duration::from_secs(30),
     );
-    assert!(errors["error_kinds"]["status"].as_u64().unwrap() > 0, "errors relayed: {errors:#}");
+    assert!(errors.error_kinds.status > 0, "errors relayed: {errors:#?}");
     let aborts = load_json(
         &[
             "--url",
@@ -464,7 +464,7 @@ fn in_flight_counts_go_back_to_zero_after_errors_and_aborts_and_survive_an_edit(
         ],
         Duration::from_secs(30),
     );
-    assert!(aborts["error_kinds"]["timeout"].as_u64().unwrap() > 0, "clients aborted: {aborts:#}");
+    assert!(aborts.error_kinds.timeout > 0, "clients aborted: {aborts:#?}");
     wait_for("every in-flight count back to 0", SETTLE, || (in_flight(&lab, 2) == [0.0; 2]).then_some(()));
     // A worker swamped by the aborted requests may have missed a health check meanwhile.
     lab.wait_state("both nodes healthy again", |s| s.values().all(|b| b.healthy));

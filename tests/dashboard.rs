@@ -43,7 +43,7 @@ fn all_serving(nodes: &[String], workers: usize) -> String {
 }
 
 /// Load in the background: 16 connections of a mix for `seconds`.
-fn load(listen: SocketAddr, seconds: u32) -> std::thread::JoinHandle<serde_json::Value> {
+fn load(listen: SocketAddr, seconds: u32) -> std::thread::JoinHandle<scalelab_loadgen::Report> {
     let url = format!("http://{listen}");
     std::thread::spawn(move || {
         load_json(
@@ -133,7 +133,7 @@ fn the_dashboard_follows_a_live_lab_and_its_edits() {
     let nodes = ["node-1".to_string(), "node-2".to_string()];
     let mut page = check_dashboard(admin, &nodes, 1, || t.write(&yaml(2)), "dashboard.png");
     let report = running.join().unwrap();
-    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report.errors, 0, "{report:#?}");
 
     // The load's end cut off the requests it had in flight: the page shows them as clients
     // gone (nginx's 499), apart from the nodes' errors, which stay at zero.
@@ -230,5 +230,5 @@ fn compose_lab_dashboard() {
     let _page = check_dashboard(admin, &nodes, workers, edit, "dashboard-compose.png");
     eprintln!("the page followed the lab and its edit within {:.1?} of a {LOAD_S} s load", started.elapsed());
     let report = running.join().unwrap();
-    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report.errors, 0, "{report:#?}");
 }

@@ -44,8 +44,8 @@ impl Node {
             "1000",
         ]);
         let node = Node { proc, addr };
-        let info = wait_http(&node.addr, "/info", Duration::from_secs(10)).json();
-        assert_eq!(info["distribution"], mode, "{info}");
+        let info = wait_http(&node.addr, "/info", Duration::from_secs(10)).info();
+        assert_eq!(info.distribution.as_str(), mode, "{info:?}");
         node.wait_workers(workers);
         node
     }

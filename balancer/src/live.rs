@@ -373,7 +373,7 @@ fn group_of(t: &Topology, name: &str) -> (String, usize, Option<f64>) {
 
 /// CPU used since the previous reading, in cores; remembers this reading.
 fn cpu_rate(stats: Option<&NodeStats>, previous: &mut Option<(Duration, Instant)>) -> Option<f64> {
-    let used = stats?.cpu_used?;
+    let used = stats?.cpu_used()?;
     let now = Instant::now();
     let rate = previous.and_then(|(before, at)| {
         let wall = now.saturating_duration_since(at).as_secs_f64();

@@ -41,8 +41,7 @@ use crate::metrics::Metrics;
 use crate::state::{BackendEntry, InFlightGuard, Roster};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
-/// The node worker that answered (set by every node).
-const X_WORKER: &str = "x-worker";
+use scalelab_wire::{X_SHED, X_WORKER};
 
 /// Bound on the selector's walk over candidates (pingora's own examples use 256).
 const MAX_SELECT_STEPS: usize = 256;
@@ -286,7 +285,7 @@ where
     ) -> Result<()> {
         if let Some(entry) = &ctx.entry {
             if response.status == http::StatusCode::SERVICE_UNAVAILABLE
-                && response.headers.contains_key("x-shed")
+                && response.headers.contains_key(X_SHED)
             {
                 entry.shed.inc();
             }
