@@ -79,14 +79,8 @@ pub struct BalancerArgs {
     pub ready_fd: Option<i32>,
 }
 
-/// The `--discovery` choices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Discovery {
-    /// One backend per replica at 127.0.0.1:port+i-1.
-    Local,
-    /// One DNS name per group, re-resolved every second.
-    Dns,
-}
+/// The `--discovery` choices: the topology crate's [`Discovery`], the one spelling.
+pub use scalelab_topology::Discovery;
 
 impl BalancerArgs {
     /// Flags for a balancer of the topology at `topology`, everything else at its default.

@@ -20,7 +20,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::LoadBalancer;
-use scalelab_topology::{limits, Topology};
+use scalelab_topology::{limits, Algorithm, Topology};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -43,7 +43,7 @@ pub struct Sample {
     /// Unix time of the sample, seconds.
     pub t: f64,
     /// The balancing algorithm in force.
-    pub algorithm: String,
+    pub algorithm: Algorithm,
     /// Cores of the machine the balancer runs on.
     pub cores: usize,
     /// CPU milliseconds of one plain `/op2`.
@@ -214,7 +214,7 @@ pub struct Sampler<S: BackendSelection> {
     topology: Arc<ArcSwap<Topology>>,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
-    algorithm: String,
+    algorithm: Algorithm,
 }
 
 impl<S: BackendSelection> Sampler<S> {
@@ -225,9 +225,9 @@ impl<S: BackendSelection> Sampler<S> {
         topology: Arc<ArcSwap<Topology>>,
         live: Arc<Live>,
         metrics: Arc<Metrics>,
-        algorithm: &str,
+        algorithm: Algorithm,
     ) -> Self {
-        Sampler { lb, roster, topology, live, metrics, algorithm: algorithm.to_string() }
+        Sampler { lb, roster, topology, live, metrics, algorithm }
     }
 }
 
@@ -347,7 +347,7 @@ where
         let last_error = self.live.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Sample {
             t: now(),
-            algorithm: self.algorithm.clone(),
+            algorithm: self.algorithm,
             cores,
             op2_cpu_ms: topology.workload.op2_cpu_ms,
             theory_rps: topology.op2_capacity(cores),

@@ -105,16 +105,9 @@ impl Settings {
     /// What `/state` reports.
     fn status_settings(&self, limits: &ClientLimits) -> status::Settings {
         status::Settings {
-            algorithm: self.balancer.algorithm.as_str().to_string(),
-            discovery: match self.mode {
-                DiscoveryMode::Local => "local",
-                DiscoveryMode::Dns { .. } => "dns",
-            }
-            .to_string(),
-            dns_prefix: match &self.mode {
-                DiscoveryMode::Local => None,
-                DiscoveryMode::Dns { prefix } => Some(prefix.clone()),
-            },
+            algorithm: self.balancer.algorithm,
+            discovery: self.mode.kind(),
+            dns_prefix: self.mode.dns_prefix().map(str::to_string),
             listen: self.listen.to_string(),
             admin: self.admin.to_string(),
             threads: self.threads(),
@@ -243,7 +236,7 @@ where
     let proxy = server.add_service(WithListener::new(proxy, settings.listen, listeners.listen));
     proxy.add_dependency(&backends);
 
-    let algorithm = settings.balancer.algorithm.as_str();
+    let algorithm = settings.balancer.algorithm;
     let sampler = Sampler::new(lb.clone(), roster.clone(), topology, live.clone(), metrics.clone(), algorithm);
     server.add_service(background_service("live sampler", sampler));
     let admin_app = AdminApp::new(lb.clone(), roster, metrics, live, settings.status_settings(&limits));

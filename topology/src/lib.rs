@@ -23,7 +23,7 @@ pub mod watch;
 
 pub use error::{Problem, TopologyError};
 pub use model::{
-    Algorithm, Autoscale, AutoscaleMetric, BackendTarget, BalancerConfig, DiscoveryMode, Distribution, HealthCheckConfig, NodeGroup,
+    Algorithm, Autoscale, AutoscaleMetric, BackendTarget, BalancerConfig, Discovery, DiscoveryMode, Distribution, HealthCheckConfig, NodeGroup,
     Replica, Topology, UpstreamConfig, Workload,
 };
 pub use watch::TopologyWatch;

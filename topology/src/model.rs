@@ -356,6 +356,19 @@ pub struct Replica {
     pub distribution: Distribution,
 }
 
+/// Which way the balancer finds its nodes, without the way's settings: the spelling of the
+/// balancer's `--discovery` flag and of `/state`'s `settings.discovery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// One backend per replica at 127.0.0.1:port+i-1.
+    #[default]
+    Local,
+    /// One DNS name per group, re-resolved every second.
+    Dns,
+}
+
 /// How the balancer turns node groups into backend addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum DiscoveryMode {
@@ -365,6 +378,24 @@ pub enum DiscoveryMode {
     /// In containers: the DNS name `<prefix><group>` resolves to every replica
     /// (`prefix` is `tasks.` under Docker Swarm).
     Dns { prefix: String },
+}
+
+impl DiscoveryMode {
+    /// Which way this is.
+    pub fn kind(&self) -> Discovery {
+        match self {
+            DiscoveryMode::Local => Discovery::Local,
+            DiscoveryMode::Dns { .. } => Discovery::Dns,
+        }
+    }
+
+    /// The prefix of group DNS names, for `dns`.
+    pub fn dns_prefix(&self) -> Option<&str> {
+        match self {
+            DiscoveryMode::Local => None,
+            DiscoveryMode::Dns { prefix } => Some(prefix),
+        }
+    }
 }
 
 /// Something the balancer resolves into backends.
