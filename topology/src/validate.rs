@@ -31,7 +31,7 @@ struct Problems<'a> {
 impl Problems<'_> {
     fn add(&mut self, path: String, message: String) {
         let (line, column) = self.spans.find(&path).unwrap_or((1, 1));
-        self.list.push(Problem { path, line: Some(line), column: Some(column), message });
+        self.list.push(Problem { path, line, column, message });
     }
 
     /// Adds a problem unless `ok`.
