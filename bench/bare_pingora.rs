@@ -1,7 +1,7 @@
 //! A bare pingora reverse proxy, the peer that row 3 of `scripts/bench.sh` measures the
 //! scalelab balancer against: the same pingora version, round robin over the same nodes, a
 //! kept-alive upstream pool, one thread, and no hooks (no headers added, no metrics, no
-//! health checks, no retries beyond pingora's own). What the balancer costs above this is
+//! health checks, no retries beyond pingora's own), and the same allocator (mimalloc). What the balancer costs above this is
 //! scalelab's; what this costs above nginx is pingora's.
 //!
 //!     cargo build --release -p scalelab-bench --example bare_pingora
@@ -16,6 +16,10 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_load_balancing::{selection::RoundRobin, LoadBalancer};
 use pingora_proxy::{ProxyHttp, Session};
+
+// The scalelab binary's allocator, so the two differ only in what the balancer adds.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare(Arc<LoadBalancer<RoundRobin>>);
 
