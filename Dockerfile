@@ -27,12 +27,16 @@ WORKDIR /src
 # that the list below matches `cargo metadata`).
 COPY Cargo.toml Cargo.lock ./
 COPY topology/Cargo.toml topology/
+COPY wire/Cargo.toml wire/
 COPY node/Cargo.toml node/
 COPY balancer/Cargo.toml balancer/
 COPY loadgen/Cargo.toml loadgen/
 COPY lab/Cargo.toml lab/
 COPY experiment/Cargo.toml experiment/
-ARG MEMBERS="topology node balancer loadgen lab experiment"
+# The benchmarks' pingora peer: a workspace member whose one target is an example, never
+# built here.
+COPY bench/Cargo.toml bench/
+ARG MEMBERS="topology wire node balancer loadgen lab experiment bench"
 RUN for m in $MEMBERS; do mkdir -p "$m/src" && touch "$m/src/lib.rs"; done \
     && mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \

@@ -10,6 +10,8 @@
 #   1. /op1 on one worker vs one Node.js cluster worker  (wrk)            target >= 1.8x
 #   2. saturated /op2 vs theoretical capacity            (scalelab load)  within 5%
 #   3. balancer vs nginx, 2 nodes x 1 worker, 1 thread   (wrk)            target >= 0.9x
+#      and vs a bare pingora proxy (bench/src/bare_pingora.rs: the same pingora, round robin,
+#      a kept-alive pool, no hooks), in the same run                        target >= 0.95x
 #   4. scalelab load vs wrk on /op1, same connections                     target >= 0.8x
 #   5. balancer with its live dashboard open vs closed (the same balancer) target >= 0.97x
 #
@@ -61,7 +63,9 @@ if ((${#need[@]})); then
 fi
 # Always build: a stale binary would benchmark old code (a no-op when up to date).
 cargo build --release --quiet
+cargo build --release --quiet -p scalelab-bench --example bare_pingora
 BIN=$PWD/target/release/scalelab
+BARE=$PWD/target/release/examples/bare_pingora
 
 if ((PIN)) && (($(nproc) < 2)); then
     echo "fewer than 2 CPUs: running unpinned" >&2
@@ -195,7 +199,7 @@ compare "scalelab load" gen_scalelab "wrk" gen_wrk
 report "load generator (/op1, 1 thread, $CONNS conns)" "scalelab load $A req/s" "wrk $B req/s" "$(ratio "$A" "$B")x" ">= 0.8x"
 
 echo "== 3. balancer vs nginx: round robin over 2 nodes x 1 worker, 1 proxy thread/worker, wrk -t1 -c$CONNS, $(placement "proxy on CPU $SERVER_CPU, wrk and nodes on CPU $CLIENT_CPU")"
-read -r LB ADMIN NG <<<"$(ports 3)"
+read -r LB ADMIN NG BP <<<"$(ports 4)"
 # The balancer's topology names replicas by consecutive ports: start a pair there.
 BASE=$(port_pair)
 start "$CLIENT_CPU" "$BIN" node --name node-1 --listen "127.0.0.1:$BASE" --workers 1
@@ -233,9 +237,10 @@ http {
 }
 NGINX
 start "$SERVER_CPU" nginx -c "$WORK/nginx.conf" -g 'daemon off;'
-ready "$BASE" /op1; ready "$((BASE + 1))" /op1; ready "$LB" /op1; ready "$NG" /op1
-# Both must really alternate between the two nodes.
-for p in "$LB" "$NG"; do
+start "$SERVER_CPU" "$BARE" "127.0.0.1:$BP" "127.0.0.1:$BASE" "127.0.0.1:$((BASE + 1))"
+ready "$BASE" /op1; ready "$((BASE + 1))" /op1; ready "$LB" /op1; ready "$NG" /op1; ready "$BP" /op1
+# All three must really alternate between the two nodes.
+for p in "$LB" "$NG" "$BP"; do
     seen=$(for _ in 1 2 3 4; do curl -fsi "http://127.0.0.1:$p/op1" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-node" {print $2}'; done | sort -u | wc -l)
     [ "$seen" = 2 ] || { echo "proxy on port $p does not alternate between both nodes" >&2; exit 1; }
 done
@@ -243,6 +248,11 @@ proxy_scalelab() { wrk_rps "$1" "http://127.0.0.1:$LB/op1"; }
 proxy_nginx() { wrk_rps "$1" "http://127.0.0.1:$NG/op1"; }
 compare "scalelab balancer" proxy_scalelab "nginx" proxy_nginx
 report "balancer, 2 nodes x 1 worker (wrk -t1 -c$CONNS)" "scalelab balancer $A req/s" "nginx $B req/s" "$(ratio "$A" "$B")x" ">= 0.9x"
+proxy_bare() { wrk_rps "$1" "http://127.0.0.1:$BP/op1"; }
+compare "scalelab balancer" proxy_scalelab "bare pingora" proxy_bare
+report "balancer vs bare pingora, same nodes (wrk -t1 -c$CONNS)" "scalelab balancer $A req/s" "bare pingora $B req/s" "$(ratio "$A" "$B")x" ">= 0.95x"
+compare "bare pingora" proxy_bare "nginx" proxy_nginx
+report "bare pingora vs nginx, same nodes (wrk -t1 -c$CONNS)" "bare pingora $A req/s" "nginx $B req/s" "$(ratio "$A" "$B")x" "(pingora's own cost)"
 
 echo "== 5. balancer with the dashboard open vs closed: the same balancer as in 3, an /events reader (a dashboard's stream) on CPU $CLIENT_CPU during the open rounds"
 dashboard_open() {

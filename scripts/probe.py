@@ -3,7 +3,7 @@
 table in SECURITY.md. Every probe is bounded in time and count, talks only to 127.0.0.1, and
 stops what it started by PID.
 
-    cargo build --release && python3 scripts/probe.py        # about 2.5 minutes
+    cargo build --release && python3 scripts/probe.py        # about 3.5 minutes
 
 Probes:
   slow      clients trickling a request head (one byte every 2 s) and clients idle after one
@@ -13,6 +13,10 @@ Probes:
   restart   a balancer: edit, then a SIGKILL of the balancer, under load: failed requests
   topology  the mutation fuzzer (tests/topology_fuzz.rs) and the hostile topologies of the
             original probe, through `scalelab check`
+  hung      a node stopped with SIGSTOP under load, then every node: how long clients wait
+  sse       100 dashboard streams that never read, against /metrics and /state
+  sighup    clients that connect, pause 20-50 ms, then send, across SIGHUPs, in each
+            distribution mode, straight to a node
 """
 
 import json
@@ -234,6 +238,153 @@ def probe_restart(rows):
         lab.stop()
 
 
+def children(parent, arg1):
+    """PIDs of `parent`'s children whose argv[1] is `arg1`, with their argv."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if ppid == parent and len(argv) > 1 and argv[1] == arg1:
+            found.append((int(pid), argv))
+    return found
+
+
+def timed_request(port, method, path, timeout=60):
+    """(status, seconds) of one request on a fresh connection; status 0 when none came."""
+    started = time.time()
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: probe\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        head = s.recv(12)
+        s.close()
+        status = int(head[9:12]) if len(head) >= 12 else 0
+    except OSError:
+        status = 0
+    return status, time.time() - started
+
+
+def probe_hung(rows):
+    lab = Lab(topology(extra_balancer="  upstream: { read_timeout_ms: 2000 }\n", workload="  max_cpu_ms: 200\n  max_queue: 8\n"))
+    stopped = []
+    try:
+        import threading
+        nodes = {argv[argv.index(b"--name") + 1].decode(): pid for pid, argv in children(lab.proc.pid, b"node")}
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=load(["--path", "/op1", "-c", "16"], "8s")))
+        t.start()
+        time.sleep(2)
+        os.killpg(nodes["node-2"], signal.SIGSTOP)
+        stopped.append(nodes["node-2"])
+        t.join()
+        r = result["r"]
+        timeouts = sum(float(v) for v in re.findall(r"^scalelab_balancer_upstream_timeouts_total\{[^}]*\} (\S+)$",
+                                                      http_get(ADMIN, "/metrics")[1], re.M))
+        rows.append(("hung node (SIGSTOP)", "16 connections of /op1 for 8 s, node-2 stopped 2 s in, read_timeout_ms 2000",
+                     f"{r['requests']} requests, {r['errors']} errors, max latency {r['latency_ms']['max']:.0f} ms "
+                     f"(before: requests hung until the node resumed, 54.9 s); {timeouts:.0f} attempts timed out and retried"))
+        os.killpg(nodes["node-1"], signal.SIGSTOP)
+        stopped.append(nodes["node-1"])
+        get, post = timed_request(LISTEN, "GET", "/op1"), timed_request(LISTEN, "POST", "/op1")
+        rows.append(("every node stopped", "one GET and one POST with both nodes stopped",
+                     f"GET {get[0]} after {get[1]:.1f} s, POST {post[0]} after {post[1]:.1f} s (at most two read timeouts) "
+                     f"(before: no answer at all)"))
+    finally:
+        for pid in stopped:
+            os.killpg(pid, signal.SIGCONT)
+        lab.stop()
+
+
+def probe_sse(rows):
+    lab = Lab(topology())
+    streams = []
+    try:
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", ADMIN), timeout=10)
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: probe\r\n\r\n")
+            streams.append(s)
+        time.sleep(1)
+        took = {}
+        for path in ("/metrics", "/state"):
+            started = time.time()
+            status = http_get(ADMIN, path)[0]
+            took[path] = (status, time.time() - started)
+        answers = {}
+        for s in streams:
+            try:
+                code = s.recv(12)[9:12].decode() or "closed"
+            except OSError as e:
+                code = type(e).__name__
+            answers[code] = answers.get(code, 0) + 1
+        rows.append(("dashboard streams that never read", "100 /events connections that never read, then /metrics and /state",
+                     ", ".join(f"{p} {st} in {t * 1000:.0f} ms" for p, (st, t) in took.items())
+                     + f"; streams: {answers.get('200', 0)} served, {answers.get('503', 0)} answered 503 and closed "
+                     "(before: 64 streams reset everything at accept)"))
+    finally:
+        for s in streams:
+            s.close()
+        lab.stop()
+
+
+def probe_sighup(rows):
+    import threading
+    results = []
+    for mode in ("shared", "reuseport", "round_robin"):
+        port = NODE + 20
+        node = subprocess.Popen([BIN, "node", "--name", "node-1", "--listen", f"127.0.0.1:{port}", "--workers", "2",
+                                 "--distribution", mode], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            deadline = time.time() + 15
+            while time.time() < deadline:
+                try:
+                    if http_get(port, "/health")[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.1)
+            stop, counts = threading.Event(), {"answered": 0, "lost": 0}
+            lock = threading.Lock()
+
+            def client(c):
+                for i in range(3000):
+                    if stop.is_set():
+                        return
+                    ok = False
+                    try:
+                        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                        time.sleep((20 + (c * 7 + i * 13) % 31) / 1000)
+                        s.sendall(b"GET /op1 HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+                        ok = s.recv(12).startswith(b"HTTP/1.1 200")
+                        s.close()
+                    except OSError:
+                        pass
+                    with lock:
+                        counts["answered" if ok else "lost"] += 1
+
+            threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
+            for t in threads:
+                t.start()
+            for _ in range(3):
+                time.sleep(1)
+                node.send_signal(signal.SIGHUP)
+            time.sleep(1.5)
+            stop.set()
+            for t in threads:
+                t.join()
+            results.append(f"{mode}: {counts['answered']} answered, {counts['lost']} unanswered")
+        finally:
+            os.killpg(node.pid, signal.SIGTERM)
+            node.wait(20)
+    rows.append(("SIGHUP rolling restart", "16 clients that connect, pause 20-50 ms, then send, straight to a node of 2 "
+                 "workers, 3 SIGHUPs", "; ".join(results) + " (before: 10-18 lost per SIGHUP in shared)"))
+
+
 def probe_topology(rows):
     cases = {
         "health_check.path \"/a b\"": ("  admin: 127.0.0.1:9090\n", '  admin: 127.0.0.1:9090\n  health_check: { path: "/a b" }\n'),
@@ -271,8 +422,9 @@ def probe_topology(rows):
 def main():
     if not os.path.exists(BIN):
         raise SystemExit("build first: cargo build --release")
-    which = sys.argv[1:] or ["slow", "dos", "shed", "restart", "topology"]
-    probes = {"slow": probe_slow, "dos": probe_dos, "shed": probe_shed, "restart": probe_restart, "topology": probe_topology}
+    which = sys.argv[1:] or ["slow", "dos", "shed", "restart", "topology", "hung", "sse", "sighup"]
+    probes = {"slow": probe_slow, "dos": probe_dos, "shed": probe_shed, "restart": probe_restart,
+              "topology": probe_topology, "hung": probe_hung, "sse": probe_sse, "sighup": probe_sighup}
     rows = []
     for name in which:
         print(f"probe: {name}", file=sys.stderr)

@@ -104,7 +104,7 @@ fn the_autoscaler_follows_load_obeys_edits_and_scales_down_after_its_window() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let ended = unix_now();
-    let report: scalelab_loadgen::Report = serde_json::from_value(high.join().unwrap()).unwrap();
+    let report = high.join().unwrap();
     assert!(peak <= 3, "replicas {peak} above the edited max_replicas 3");
     let shed = report.status.get(&503).copied().unwrap_or(0);
     assert_eq!(report.errors - shed, 0, "only 503s (shed by full queues) may fail: {:?}", report.error_kinds);

@@ -19,137 +19,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::rig::{spawn_node, yaml, Rig, SETTLE, START};
 use common::*;
-use scalelab_balancer::status::{BackendState, StateReport};
-
-/// How long a node or the balancer may take to answer after starting.
-const START: Duration = Duration::from_secs(15);
-/// How long health, discovery or topology changes may take to show: a few health intervals
-/// (200 ms), discovery (1 s) and file polling (500 ms), with room for a busy 2-core machine.
-const SETTLE: Duration = Duration::from_secs(6);
-
-/// A balancer and its nodes, all stopped (process groups) when dropped.
-struct Lab {
-    topology: TopologyFile,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    /// First node port; replica `i` (1-based) listens on `base + i - 1`.
-    base: u16,
-    /// Node processes by replica index - 1; `None` while one is down.
-    nodes: Vec<Option<Proc>>,
-    balancer: Proc,
-}
-
-impl Lab {
-    /// `replicas` nodes named node-1.. on consecutive ports (room for `room` in all), then a
-    /// balancer over them, waited for until every node is healthy.
-    fn start(replicas: usize, room: u16) -> Lab {
-        let lab = Lab::launch(replicas, room, "/health");
-        lab.wait_state(&format!("{replicas} healthy backends"), |s| {
-            s.len() == replicas && s.values().all(|b| b.healthy)
-        });
-        lab
-    }
-
-    /// Like `start`, with the balancer health-checking `health_path`, and without waiting for
-    /// the health checks.
-    fn launch(replicas: usize, room: u16, health_path: &str) -> Lab {
-        let path = format!("path: {health_path}");
-        Lab::launch_with(replicas, room, |y| y.replace("path: /health", &path), None)
-    }
-
-    /// `replicas` nodes and a balancer over them: `edit` changes the topology text first, and
-    /// `nofile` lowers the balancer's open-file limit.
-    fn launch_with(replicas: usize, room: u16, edit: impl Fn(String) -> String, nofile: Option<u64>) -> Lab {
-        let base = free_port_run(room);
-        let p = free_ports(2);
-        let listen: SocketAddr = format!("127.0.0.1:{}", p[0]).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", p[1]).parse().unwrap();
-        let topology = TopologyFile::new(&edit(yaml(listen, admin, replicas, 1, base)));
-        let nodes = (1..=replicas).map(|i| Some(spawn_node(i, base))).collect();
-        let args = ["balancer", "--topology", topology.path_str()];
-        let balancer = match nofile {
-            None => Proc::spawn_capturing(&args),
-            Some(n) => Proc::spawn_with_nofile(&args, n),
-        };
-        let lab = Lab { topology, listen, admin, base, nodes, balancer };
-        match nofile {
-            None => drop(lab.balancer.wait_output("balancer listening on", START)),
-            Some(_) => drop(wait_http(lab.admin, "/state", START)),
-        }
-        lab
-    }
-
-    fn port(&self, index: usize) -> u16 {
-        self.base + index as u16 - 1
-    }
-
-    /// The balancer's `/state`, read as the balancer's own type.
-    fn report(&self) -> StateReport {
-        let body = get(self.admin, "/state").expect("GET /state").body;
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not a /state document ({e}): {body}"))
-    }
-
-    /// The balancer's `/state` backends by name.
-    fn state(&self) -> BTreeMap<String, BackendState> {
-        self.report().backends.into_iter().map(|b| (b.name.clone(), b)).collect()
-    }
-
-    /// Its `/metrics` text.
-    fn metrics(&self) -> String {
-        get(self.admin, "/metrics").expect("GET /metrics").body
-    }
-
-    /// Waits (up to `SETTLE`) until `/state` satisfies `ok`.
-    fn wait_state(&self, what: &str, ok: impl Fn(&BTreeMap<String, BackendState>) -> bool) {
-        wait_for(&format!("/state to show {what}"), SETTLE, || {
-            let s = self.state();
-            ok(&s).then_some(())
-        });
-    }
-
-    /// SIGKILL to node `index`'s whole process group (primary and workers), then reap it.
-    fn kill_node(&mut self, index: usize) {
-        let mut node = self.nodes[index - 1].take().expect("node is running");
-        unsafe { libc::kill(-node.pid(), libc::SIGKILL) };
-        assert!(node.wait_exit(Duration::from_secs(5)).is_some(), "node-{index} survived SIGKILL");
-    }
-
-    fn restart_node(&mut self, index: usize) {
-        assert!(self.nodes[index - 1].is_none(), "node-{index} is still running");
-        self.nodes[index - 1] = Some(spawn_node(index, self.base));
-    }
-
-    /// GETs `/op1` through the balancer until node `name` answers (bounded by `SETTLE`).
-    fn wait_served_by(&self, name: &str) {
-        wait_for(&format!("{name} to serve through the balancer"), SETTLE, || {
-            let r = get(self.listen, "/op1").ok()?;
-            (r.status == 200 && r.header("x-node") == Some(name)).then_some(())
-        });
-    }
-}
-
-/// A topology with one group `node` of `replicas` replicas from port `base`.
-fn yaml(listen: SocketAddr, admin: SocketAddr, replicas: usize, workers: usize, base: u16) -> String {
-    let group =
-        format!("  - name: node\n    replicas: {replicas}\n    workers: {workers}\n    port: {base}\n");
-    topology_yaml(listen, admin, &group)
-}
-
-/// Starts `scalelab node` as replica `index` and waits for its health endpoint.
-fn spawn_node(index: usize, base: u16) -> Proc {
-    let addr = format!("127.0.0.1:{}", base + index as u16 - 1);
-    let name = format!("node-{index}");
-    // Slow requests (up to 2 s of CPU) are what some tests hold in flight.
-    let node =
-        Proc::spawn(&["node", "--name", &name, "--listen", &addr, "--workers", "1", "--max-cpu-ms", "2000"]);
-    wait_http(&addr, "/health", START);
-    node
-}
 
 #[test]
 fn round_robin_reaches_every_node() {
-    let lab = Lab::start(3, 3);
+    let lab = Rig::start(3, 3);
 
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..30 {
@@ -167,10 +42,10 @@ fn round_robin_reaches_every_node() {
     }
 
     // The node sees who the client was.
-    let info = get(lab.listen, "/info").expect("GET /info through the balancer").json();
-    assert_eq!(info["forwarded_for"], "127.0.0.1", "{info}");
-    let direct = get(format!("127.0.0.1:{}", lab.port(1)), "/info").unwrap().json();
-    assert!(direct["forwarded_for"].is_null(), "no proxy, no header: {direct}");
+    let info = get(lab.listen, "/info").expect("GET /info through the balancer").info();
+    assert_eq!(info.forwarded_for.as_deref(), Some("127.0.0.1"), "{info:?}");
+    let direct = get(format!("127.0.0.1:{}", lab.port(1)), "/info").unwrap().info();
+    assert_eq!(direct.forwarded_for, None, "no proxy, no header: {direct:?}");
 
     let state = lab.state();
     assert_eq!(state.keys().collect::<Vec<_>>(), ["node-1", "node-2", "node-3"]);
@@ -198,7 +73,7 @@ fn round_robin_reaches_every_node() {
 
 #[test]
 fn killed_node_costs_clients_nothing_and_is_readmitted() {
-    let mut lab = Lab::start(3, 3);
+    let mut lab = Rig::start(3, 3);
 
     // Three clients for ~4 s; node-2 dies (SIGKILL, no goodbye) one second in.
     let stop = Arc::new(AtomicBool::new(false));
@@ -258,7 +133,7 @@ fn killed_node_costs_clients_nothing_and_is_readmitted() {
 
 #[test]
 fn topology_edits_change_backends_live() {
-    let mut lab = Lab::start(1, 2);
+    let mut lab = Rig::start(1, 2);
     let node1_addr = format!("127.0.0.1:{}", lab.port(1));
     assert_eq!(lab.state()["node-1"].addr, node1_addr);
 
@@ -297,7 +172,7 @@ fn topology_edits_change_backends_live() {
 
 #[test]
 fn malformed_request_gets_400_no_backend_503_and_sigterm_exits_cleanly() {
-    let mut lab = Lab::start(1, 1);
+    let mut lab = Rig::start(1, 1);
 
     let reply = raw_exchange(lab.listen, b"GARBAGE\x01 / HTTP/9\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 400"), "malformed request: {reply:?}");
@@ -322,7 +197,7 @@ fn malformed_request_gets_400_no_backend_503_and_sigterm_exits_cleanly() {
 fn with_every_node_marked_down_the_balancer_fails_open() {
     // The health checks ask for a path the nodes answer 404, so both are marked down while
     // both still serve: what a saturated lab looks like when /health answers too late.
-    let mut lab = Lab::launch(2, 2, "/no-such-path");
+    let mut lab = Rig::launch(2, 2, "/no-such-path");
     lab.wait_state("both nodes unhealthy", |s| s.len() == 2 && s.values().all(|b| !b.healthy));
 
     let served: Vec<String> = (0..6)
@@ -355,7 +230,7 @@ fn with_every_node_marked_down_the_balancer_fails_open() {
 #[test]
 fn slow_and_idle_clients_are_closed_and_counted() {
     use std::io::{Read, Write};
-    let lab = Lab::launch_with(
+    let lab = Rig::launch_with(
         1,
         1,
         |y| y.replace("  algorithm:", "  header_timeout_ms: 600\n  keepalive_timeout_ms: 900\n  algorithm:"),
@@ -412,7 +287,7 @@ fn slow_and_idle_clients_are_closed_and_counted() {
 #[test]
 fn under_file_descriptor_pressure_the_admin_keeps_answering() {
     // 400 descriptors: the balancer holds at most (400 - 256) / 2 = 72 client connections.
-    let lab = Lab::launch_with(1, 1, |y| y, Some(400));
+    let lab = Rig::launch_with(1, 1, |y| y, Some(400));
     let report = lab.report();
     assert_eq!(report.settings.max_connections, 72, "{report:?}");
     let idle: Vec<std::net::TcpStream> =
@@ -432,7 +307,7 @@ fn under_file_descriptor_pressure_the_admin_keeps_answering() {
 
 #[test]
 fn pipelined_hostless_and_absolute_form_requests_are_answered_as_the_nodes_answer() {
-    let lab = Lab::start(1, 1);
+    let lab = Rig::start(1, 1);
     let node = format!("127.0.0.1:{}", lab.port(1));
 
     // Three pipelined requests: three answers, in order.
@@ -449,6 +324,10 @@ fn pipelined_hostless_and_absolute_form_requests_are_answered_as_the_nodes_answe
     let reply = raw_exchange(lab.listen, b"GET /info HTTP/1.0\r\n\r\n");
     assert!(reply.contains(&format!("\"host\":\"{}\"", lab.listen)), "{reply}");
 
+    // HTTP/1.1 without Host: 400 (RFC 9112 §3.2), where HTTP/1.0 may omit it.
+    let reply = raw_exchange(lab.listen, b"GET /info HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+
     // Absolute form: the same answer from the balancer and from a node.
     for (request, status) in [
         ("GET http://example.com/op1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n", "200"),
@@ -463,7 +342,7 @@ fn pipelined_hostless_and_absolute_form_requests_are_answered_as_the_nodes_answe
 
 #[test]
 fn the_admin_listener_is_read_only_and_answers_every_request() {
-    let lab = Lab::start(1, 1);
+    let lab = Rig::start(1, 1);
     let head = raw_exchange(lab.admin, b"HEAD /state HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head:?}");
@@ -528,8 +407,8 @@ fn a_full_worker_queue_is_shed_with_retry_after_and_counted() {
     let series = format!(r#"scalelab_balancer_shed_total{{backend="{addr}"}}"#);
     let total = (first + shed.len()) as f64;
     assert_eq!(metric(&metrics, &series), Some(total), "{metrics}");
-    let info = get(&addr, "/info").unwrap().json();
-    assert_eq!(info["shed"].as_f64(), Some(total), "{info}");
+    let info = get(&addr, "/info").unwrap().info();
+    assert_eq!(info.shed as f64, total, "{info:?}");
 }
 
 /// `n` requests for `path` to `listen`, each sent at once from a thread of its own; join the
@@ -543,7 +422,7 @@ fn in_background(
 }
 
 /// `scalelab_balancer_in_flight{backend, name}` for each node, from `/metrics`.
-fn in_flight(lab: &Lab, nodes: usize) -> Vec<f64> {
+fn in_flight(lab: &Rig, nodes: usize) -> Vec<f64> {
     let text = lab.metrics();
     (1..=nodes)
         .map(|i| {
@@ -559,7 +438,7 @@ fn in_flight(lab: &Lab, nodes: usize) -> Vec<f64> {
 #[test]
 fn in_flight_counts_go_back_to_zero_after_errors_and_aborts_and_survive_an_edit() {
     let mut lab =
-        Lab::launch_with(2, 3, |y| y.replace("algorithm: round_robin", "algorithm: least_conn"), None);
+        Rig::launch_with(2, 3, |y| y.replace("algorithm: round_robin", "algorithm: least_conn"), None);
     lab.wait_state("2 healthy backends", |s| s.len() == 2 && s.values().all(|b| b.healthy));
     let url = format!("http://{}", lab.listen);
 
@@ -569,7 +448,7 @@ fn in_flight_counts_go_back_to_zero_after_errors_and_aborts_and_survive_an_edit(
         &["--url", &url, "--path", "/op2?cpu_ms=99999", "--connections", "8", "--duration", "1s"],
         Duration::from_secs(30),
     );
-    assert!(errors["error_kinds"]["status"].as_u64().unwrap() > 0, "errors relayed: {errors:#}");
+    assert!(errors.error_kinds.status > 0, "errors relayed: {errors:#?}");
     let aborts = load_json(
         &[
             "--url",
@@ -585,7 +464,7 @@ fn in_flight_counts_go_back_to_zero_after_errors_and_aborts_and_survive_an_edit(
         ],
         Duration::from_secs(30),
     );
-    assert!(aborts["error_kinds"]["timeout"].as_u64().unwrap() > 0, "clients aborted: {aborts:#}");
+    assert!(aborts.error_kinds.timeout > 0, "clients aborted: {aborts:#?}");
     wait_for("every in-flight count back to 0", SETTLE, || (in_flight(&lab, 2) == [0.0; 2]).then_some(()));
     // A worker swamped by the aborted requests may have missed a health check meanwhile.
     lab.wait_state("both nodes healthy again", |s| s.values().all(|b| b.healthy));
@@ -628,7 +507,7 @@ fn least_conn_and_p2c_steer_around_a_node_busy_with_slow_requests() {
             y.replace("algorithm: round_robin", &format!("algorithm: {algorithm}"))
                 .replace("unhealthy_after: 1,", "unhealthy_after: 1, timeout_ms: 5000,")
         };
-        let lab = Lab::launch_with(2, 2, edit, None);
+        let lab = Rig::launch_with(2, 2, edit, None);
         lab.wait_state("2 healthy backends", |s| s.len() == 2 && s.values().all(|b| b.healthy));
         // Three slow requests: least-loaded picks put two on one node, one on the other, so the
         // next fast requests go to the less loaded node until the counts even out.

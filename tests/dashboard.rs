@@ -43,7 +43,7 @@ fn all_serving(nodes: &[String], workers: usize) -> String {
 }
 
 /// Load in the background: 16 connections of a mix for `seconds`.
-fn load(listen: SocketAddr, seconds: u32) -> std::thread::JoinHandle<serde_json::Value> {
+fn load(listen: SocketAddr, seconds: u32) -> std::thread::JoinHandle<scalelab_loadgen::Report> {
     let url = format!("http://{listen}");
     std::thread::spawn(move || {
         load_json(
@@ -133,7 +133,25 @@ fn the_dashboard_follows_a_live_lab_and_its_edits() {
     let nodes = ["node-1".to_string(), "node-2".to_string()];
     let mut page = check_dashboard(admin, &nodes, 1, || t.write(&yaml(2)), "dashboard.png");
     let report = running.join().unwrap();
-    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report.errors, 0, "{report:#?}");
+
+    // The load's end cut off the requests it had in flight: the page shows them as clients
+    // gone (nginx's 499), apart from the nodes' errors, which stay at zero.
+    let labels = page.eval("JSON.stringify(state.charts['chart-errors'].series.map(s => s.label))");
+    let labels = labels.as_str().unwrap_or_default();
+    for label in ["node-1 errors", "node-2 timeouts", "node-1 retries", "clients gone (499)"] {
+        assert!(labels.contains(label), "the errors chart names {label}: {labels}");
+    }
+    page.wait_until(
+        "the cut-off requests as clients gone",
+        "state.aborts.some(v => v > 0)",
+        "JSON.stringify(state.aborts.slice(-10))",
+        Duration::from_secs(5),
+    );
+    let node_errors = page.eval(
+        "Math.max(0, ...[...state.nodes.values()].flatMap(s => s.errors.concat(s.timeouts).filter(v => v !== null)))",
+    );
+    assert_eq!(node_errors.as_f64(), Some(0.0), "no node errors or timeouts drawn");
 
     // A page opened late draws what happened before it: the stream starts with the balancer's
     // recent samples, the edit's marker among them.
@@ -212,5 +230,5 @@ fn compose_lab_dashboard() {
     let _page = check_dashboard(admin, &nodes, workers, edit, "dashboard-compose.png");
     eprintln!("the page followed the lab and its edit within {:.1?} of a {LOAD_S} s load", started.elapsed());
     let report = running.join().unwrap();
-    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report.errors, 0, "{report:#?}");
 }

@@ -44,8 +44,8 @@ impl Node {
             "1000",
         ]);
         let node = Node { proc, addr };
-        let info = wait_http(&node.addr, "/info", Duration::from_secs(10)).json();
-        assert_eq!(info["distribution"], mode, "{info}");
+        let info = wait_http(&node.addr, "/info", Duration::from_secs(10)).info();
+        assert_eq!(info.distribution.as_str(), mode, "{info:?}");
         node.wait_workers(workers);
         node
     }
@@ -255,6 +255,88 @@ fn reuseport_serves_respawns_resizes_and_drains() {
 #[test]
 fn round_robin_serves_respawns_resizes_and_drains() {
     serves_respawns_resizes_and_drains("round_robin");
+}
+
+/// Clients that connect, pause 20-50 ms, then send, on fresh connections, while the primary
+/// gets a SIGHUP (a rolling restart of every worker) three times: every request is answered.
+/// A drain that closed the connections whose client had not spoken yet lost 10-18 requests
+/// per SIGHUP.
+fn a_rolling_restart_answers_every_connection_it_accepted(mode: &str) {
+    use std::io::Write;
+    const CLIENTS: usize = 8;
+    let node = Node::start(mode, 2);
+    let before = node.workers();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (addr, stop) = (node.addr.clone(), Arc::clone(&stop));
+            thread::spawn(move || {
+                let (mut answered, mut lost) = (0usize, Vec::new());
+                for i in 0..2000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let pause = Duration::from_millis(20 + ((c * 7 + i * 13) % 31) as u64);
+                    let outcome = std::net::TcpStream::connect(&addr)
+                        .map_err(|e| format!("connect: {e}"))
+                        .and_then(|mut s| {
+                            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                            sleep(pause);
+                            s.write_all(b"GET /op1 HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+                                .map_err(|e| format!("send after {pause:?}: {e}"))?;
+                            let mut answer = String::new();
+                            s.read_to_string(&mut answer)
+                                .map_err(|e| format!("read after {pause:?}: {e}"))?;
+                            if answer.starts_with("HTTP/1.1 200") {
+                                Ok(())
+                            } else {
+                                Err(format!("after a {pause:?} pause: {:?}", answer.lines().next()))
+                            }
+                        });
+                    match outcome {
+                        Ok(()) => answered += 1,
+                        Err(e) => lost.push(e),
+                    }
+                }
+                (answered, lost)
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        sleep(Duration::from_millis(700));
+        node.proc.signal(libc::SIGHUP);
+    }
+    sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let (mut answered, mut lost) = (0, Vec::new());
+    for c in clients {
+        let (a, l) = c.join().expect("client thread");
+        answered += a;
+        lost.extend(l);
+    }
+    let after = node.wait_workers(2);
+    println!(
+        "{mode}: 3 SIGHUPs, workers {before:?} -> {after:?}: {answered} answered, {} lost {lost:?}",
+        lost.len()
+    );
+    assert!(after.iter().all(|p| !before.contains(p)), "every worker was replaced: {before:?} -> {after:?}");
+    assert!(answered > 50, "only {answered} answered");
+    assert!(lost.is_empty(), "{} of {} unanswered: {lost:?}", lost.len(), answered + lost.len());
+}
+
+#[test]
+fn shared_rolling_restart_answers_clients_that_pause_before_sending() {
+    a_rolling_restart_answers_every_connection_it_accepted("shared");
+}
+
+#[test]
+fn reuseport_rolling_restart_answers_clients_that_pause_before_sending() {
+    a_rolling_restart_answers_every_connection_it_accepted("reuseport");
+}
+
+#[test]
+fn round_robin_rolling_restart_answers_clients_that_pause_before_sending() {
+    a_rolling_restart_answers_every_connection_it_accepted("round_robin");
 }
 
 #[test]

@@ -154,7 +154,7 @@ proptest! {
             Err(e) => {
                 prop_assert!(!e.problems().is_empty());
                 for p in e.problems() {
-                    prop_assert!(p.line.is_some() && p.column.is_some(), "no position: {:?}", p);
+                    prop_assert!(p.line >= 1 && p.column >= 1, "no position: {:?}", p);
                     prop_assert!(!p.message.is_empty());
                 }
             }

@@ -64,7 +64,7 @@ fn load_in_background(
     listen: SocketAddr,
     path: &str,
     duration: &str,
-) -> std::thread::JoinHandle<serde_json::Value> {
+) -> std::thread::JoinHandle<scalelab_loadgen::Report> {
     let (url, path, duration) = (url(listen), path.to_string(), duration.to_string());
     std::thread::spawn(move || {
         load_json(
@@ -74,9 +74,9 @@ fn load_in_background(
     })
 }
 
-/// Keys of a JSON object.
-fn keys(v: &serde_json::Value) -> BTreeSet<String> {
-    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+/// The keys of a report's tally.
+fn keys(tally: &std::collections::BTreeMap<String, u64>) -> BTreeSet<String> {
+    tally.keys().cloned().collect()
 }
 
 fn url(addr: SocketAddr) -> String {
@@ -110,13 +110,9 @@ fn round_robin_reaches_every_node_and_worker_then_stops_clean() {
             &["--url", &url(p.listen), "--path", "/op2?cpu_ms=5", "--connections", "8", "--duration", "3s"],
             Duration::from_secs(30),
         );
-        assert_eq!(report["errors"], 0, "{report:#}");
-        assert_eq!(
-            keys(&report["by_node"]),
-            BTreeSet::from(["node-1".into(), "node-2".into()]),
-            "{report:#}"
-        );
-        workers.extend(keys(&report["by_worker"]));
+        assert_eq!(report.errors, 0, "{report:#?}");
+        assert_eq!(keys(&report.by_node), BTreeSet::from(["node-1".into(), "node-2".into()]), "{report:#?}");
+        workers.extend(keys(&report.by_worker));
         if workers == expected {
             break;
         }
@@ -151,8 +147,8 @@ fn live_edits_change_workers_then_nodes_and_bad_edits_are_kept_out() {
             &["--url", &url(p.listen), "--path", path, "--connections", "6", "--duration", "2s"],
             Duration::from_secs(30),
         );
-        assert_eq!(r["errors"], 0, "{r:#}");
-        keys(&r["by_worker"])
+        assert_eq!(r.errors, 0, "{r:#?}");
+        keys(&r.by_worker)
     };
     assert_eq!(served("/op2?cpu_ms=5"), BTreeSet::from(["node-1/1".to_string()]));
 
@@ -221,8 +217,8 @@ impl Op2Lab {
             &["--url", &self.url, "--path", "/op2", "--connections", "8", "--duration", &d],
             Duration::from_secs(30),
         );
-        assert_eq!(r["errors"], 0, "{r:#}");
-        r["rps"].as_f64().unwrap()
+        assert_eq!(r.errors, 0, "{r:#?}");
+        r.rps
     }
 }
 
@@ -281,9 +277,9 @@ fn a_balancer_edit_and_a_killed_balancer_under_load_cost_no_request() {
     let report = load.join().unwrap();
     eprintln!(
         "balancer edit under load: {} requests, {} errors, {} resent",
-        report["requests"], report["errors"], report["retried"]
+        report.requests, report.errors, report.retried
     );
-    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report.errors, 0, "{report:#?}");
     wait_for("the old balancer to exit", Duration::from_secs(10), || (!alive(old)).then_some(()));
     let state: scalelab_balancer::status::StateReport =
         serde_json::from_str(&get(p.admin, "/state").unwrap().body).unwrap();
@@ -298,9 +294,9 @@ fn a_balancer_edit_and_a_killed_balancer_under_load_cost_no_request() {
     let report = load.join().unwrap();
     eprintln!(
         "balancer SIGKILL under load: {} requests, {} errors, {} resent, max latency {} ms",
-        report["requests"], report["errors"], report["retried"], report["latency_ms"]["max"]
+        report.requests, report.errors, report.retried, report.latency_ms.max
     );
-    assert!(report["errors"].as_u64().unwrap() <= 16, "at most the 16 in flight: {report:#}");
+    assert!(report.errors <= 16, "at most the 16 in flight: {report:#?}");
     assert_ne!(balancer_pid(&up), killed, "a new balancer runs");
     assert_eq!(get(p.listen, "/op1").unwrap().status, 200);
 }
@@ -321,7 +317,7 @@ fn a_bad_edit_is_reported_once_and_the_lab_keeps_serving() {
     t.write(&good.replace("path: /health", "path: \"/a b\""));
     up.wait_output("balancer.health_check.path: expected a URI path", Duration::from_secs(5));
     let report = load.join().unwrap();
-    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report.errors, 0, "{report:#?}");
     let out = up.output();
     assert_eq!(out.matches("is invalid").count(), 1, "reported once:\n{out}");
     assert!(!out.contains("a new balancer"), "no restart for a rejected edit:\n{out}");
@@ -453,7 +449,7 @@ fn a_replica_re_added_while_its_predecessor_drains_does_not_crash_loop() {
     assert_ne!(second, serde_json::Value::Null);
 
     let report = load.join().unwrap();
-    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report.errors, 0, "{report:#?}");
     let out = up.output();
     assert!(!out.contains("Address already in use") && !out.contains("exited ("), "{out}");
     wait_for("the table to show both nodes", Duration::from_secs(10), || {
@@ -478,7 +474,7 @@ fn a_distribution_edit_restarts_nodes_one_at_a_time_without_failing_a_request() 
     t.write(&yaml("reuseport"));
     up.wait_output("node-2: restarting on", Duration::from_secs(5));
     let report = load.join().unwrap();
-    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report.errors, 0, "{report:#?}");
     // Both nodes run the new mode, and the last table shows both.
     for port in [p.node_base, p.node_base + 1] {
         let info = wait_for("the new mode", Duration::from_secs(10), || {

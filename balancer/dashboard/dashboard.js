@@ -1,7 +1,8 @@
 // The scalelab dashboard: reads the balancer's live samples (/events, server-sent events:
 // the balancer's last 5 minutes at once, then about one a second), keeps the last few minutes
 // of them, and draws them with uPlot. Charts: throughput per node with the
-// theoretical capacity, latency, in-flight requests, CPU against the cap, errors and retries;
+// theoretical capacity, latency, in-flight requests, CPU against the cap, errors, timeouts and
+// retries, and the clients that left before their answer (apart: not a node's failure);
 // every topology change is a marker on the charts. Autoscaled groups get their own charts:
 // replicas as steps and the metric against its target, with a marker per decision. Workers
 // and the topology are HTML tables and bars, with data-* attributes a test (or a curious
@@ -15,7 +16,8 @@ const state = {
   times: [],          // sample times, unix seconds
   theory: [],         // theoretical capacity at each sample
   op2: [],            // /op2 requests per second over all nodes
-  nodes: new Map(),   // name -> { color, rps[], p50[], p99[], inflight[], cpu[], cap[], errors[], retries[] }
+  aborts: [],         // requests per second whose client went away (nginx's 499)
+  nodes: new Map(),   // name -> { color, rps[], p50[], p99[], inflight[], cpu[], cap[], errors[], retries[], timeouts[] }
   changes: [],        // { t, what }
   groups: new Map(),  // autoscaled group -> { color, replicas[], desired[], value[], target[], metric }
   decisions: [],      // { t, what, mark }: the autoscalers' decisions (mark: the chart's short label)
@@ -41,6 +43,7 @@ function ingest(sample) {
   state.times.push(sample.t);
   state.theory.push(sample.theory_rps);
   state.op2.push(sample.op2_rps);
+  state.aborts.push(sample.client_aborts_per_s ?? 0);
   const seen = new Set();
   for (const n of sample.nodes) {
     seen.add(n.name);
@@ -48,21 +51,21 @@ function ingest(sample) {
       const empty = () => state.times.slice(0, -1).map(() => null);
       state.nodes.set(n.name, {
         color: colorOf(n.name), rps: empty(), p50: empty(), p99: empty(), inflight: empty(),
-        cpu: empty(), cap: empty(), errors: empty(), retries: empty(),
+        cpu: empty(), cap: empty(), errors: empty(), retries: empty(), timeouts: empty(),
       });
     }
     const s = state.nodes.get(n.name);
     s.rps.push(n.rps); s.p50.push(n.p50_ms || null); s.p99.push(n.p99_ms || null);
     s.inflight.push(n.in_flight); s.cpu.push(n.cpu); s.cap.push(n.cpu_cap);
-    s.errors.push(n.errors_per_s); s.retries.push(n.retries_per_s);
+    s.errors.push(n.errors_per_s); s.retries.push(n.retries_per_s); s.timeouts.push(n.timeouts_per_s);
   }
   for (const [name, s] of state.nodes) {
-    if (!seen.has(name)) for (const k of ["rps", "p50", "p99", "inflight", "cpu", "cap", "errors", "retries"]) s[k].push(null);
+    if (!seen.has(name)) for (const k of ["rps", "p50", "p99", "inflight", "cpu", "cap", "errors", "retries", "timeouts"]) s[k].push(null);
   }
   // Keep the last HISTORY_SECONDS; forget nodes with nothing left in view.
   while (state.times.length > HISTORY_SECONDS) {
-    state.times.shift(); state.theory.shift(); state.op2.shift();
-    for (const s of state.nodes.values()) for (const k of ["rps", "p50", "p99", "inflight", "cpu", "cap", "errors", "retries"]) s[k].shift();
+    state.times.shift(); state.theory.shift(); state.op2.shift(); state.aborts.shift();
+    for (const s of state.nodes.values()) for (const k of ["rps", "p50", "p99", "inflight", "cpu", "cap", "errors", "retries", "timeouts"]) s[k].shift();
   }
   for (const [name, s] of state.nodes) if (s.rps.every((v) => v === null)) state.nodes.delete(name);
   ingestGroups(sample);
@@ -173,8 +176,10 @@ function buildCharts() {
     nodeSeries(" used").concat(nodeSeries(" cap", { dash: [2, 3], width: 1.5 })),
     [t, ...col("cpu"), ...col("cap")]);
   chart("chart-errors", "per second",
-    nodeSeries(" errors").concat(nodeSeries(" retries", { dash: [2, 3] })),
-    [t, ...col("errors"), ...col("retries")]);
+    nodeSeries(" errors").concat(nodeSeries(" retries", { dash: [2, 3] }),
+      nodeSeries(" timeouts", { dash: [8, 3], width: 1.5 }),
+      [{ label: "clients gone (499)", stroke: "#8c959f", width: 1.5 }]),
+    [t, ...col("errors"), ...col("retries"), ...col("timeouts"), state.aborts]);
   buildGroupCharts();
   state.nodeKey = names.join(",") + "|" + [...state.groups.keys()].join(",");
 }
@@ -216,7 +221,7 @@ function updateCharts() {
   state.charts["chart-latency"].setData([t, ...col("p50"), ...col("p99")]);
   state.charts["chart-inflight"].setData([t, ...col("inflight")]);
   state.charts["chart-cpu"].setData([t, ...col("cpu"), ...col("cap")]);
-  state.charts["chart-errors"].setData([t, ...col("errors"), ...col("retries")]);
+  state.charts["chart-errors"].setData([t, ...col("errors"), ...col("retries"), ...col("timeouts"), state.aborts]);
   if (state.groups.size) {
     const data = groupData();
     state.charts["chart-replicas"].setData(data.replicas);

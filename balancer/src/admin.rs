@@ -10,9 +10,16 @@
 //!
 //! It is read-only and answers like a careful HTTP server: GET and HEAD only (others get 405
 //! with `Allow`), 404 for unknown paths, 400 for malformed requests (hyper's parser), a header
-//! deadline, and a cap on concurrent connections. It must stay reachable when the proxy is
-//! saturated: the proxy's connection cap (`guard`) keeps file descriptors free for it, and its
-//! own cap keeps admin clients from taking them all.
+//! deadline (which also closes a kept-alive connection that sends nothing), and a cap on
+//! concurrent connections. It must stay reachable when the proxy is saturated: the proxy's
+//! connection cap (`guard`) keeps file descriptors free for it, and its own cap keeps admin
+//! clients from taking them all.
+//!
+//! Event streams never end by themselves, so they have their own bound: at most
+//! [`MAX_EVENT_STREAMS`] at once, a quarter of the connections, so the rest stay for `/metrics`,
+//! `/state` and the page whatever the streams do; one more gets 503 and is closed. A stream
+//! whose client stops reading is closed once a write has stalled for [`STALLED_WRITE`]
+//! ([`WriteDeadline`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -38,9 +45,16 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::state::Roster;
 use crate::status::{BackendState, Settings, StateReport};
+use crate::write_deadline::WriteDeadline;
 
 /// Admin connections served at once; more are closed at accept.
-const MAX_ADMIN_CONNECTIONS: usize = 64;
+pub const MAX_ADMIN_CONNECTIONS: usize = 128;
+/// Event streams (`/events`) served at once; more get 503. The other connections stay for
+/// `/metrics`, `/state` and the dashboard's files.
+pub const MAX_EVENT_STREAMS: usize = MAX_ADMIN_CONNECTIONS / 4;
+/// A write to an admin client may stall this long before the connection is closed (a stream
+/// whose client stopped reading, once the socket buffers are full).
+pub const STALLED_WRITE: Duration = Duration::from_secs(10);
 /// An admin client must send its request head within this.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What `Allow` says on a 405.
@@ -69,6 +83,8 @@ pub struct AdminApp<S: BackendSelection> {
     metrics: Arc<Metrics>,
     live: Arc<Live>,
     settings: Settings,
+    /// One permit per event stream; a stream holds its permit until its connection ends.
+    streams: Arc<Semaphore>,
 }
 
 impl<S> AdminApp<S>
@@ -84,7 +100,7 @@ where
         live: Arc<Live>,
         settings: Settings,
     ) -> Self {
-        AdminApp { lb, roster, metrics, live, settings }
+        AdminApp { lb, roster, metrics, live, settings, streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)) }
     }
 
     /// Answers one request.
@@ -120,14 +136,30 @@ where
     }
 
     /// The live samples as server-sent events: the recent ones at once (a page opened late
-    /// draws the last minutes), then each new one.
+    /// draws the last minutes), then each new one. Beyond [`MAX_EVENT_STREAMS`], 503.
     fn events(&self) -> AdminResponse {
+        let Ok(permit) = self.streams.clone().try_acquire_owned() else {
+            let mut r = reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!(
+                    "{MAX_EVENT_STREAMS} event streams are open already; /metrics and /state still answer\n"
+                )
+                .into_bytes(),
+            );
+            let headers = r.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        };
         let (history, rx) = self.live.follow();
         let mut first = String::from("retry: 2000\n");
         for sample in &history {
             first.push_str(&format!("data: {sample}\n\n"));
         }
-        let stream = futures_util::stream::unfold((rx, Some(first)), |(mut rx, first)| async move {
+        // The permit lives in the stream's state: it goes back when the connection ends.
+        let state = (rx, Some(first), permit);
+        let stream = futures_util::stream::unfold(state, |(mut rx, first, permit)| async move {
             let event = match first {
                 Some(backlog) => backlog,
                 None => {
@@ -138,7 +170,7 @@ where
                     format!("data: {data}\n\n")
                 }
             };
-            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), (rx, None)))
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), (rx, None, permit)))
         });
         let mut response = Response::new(StreamBody::new(stream.boxed()).boxed_unsync());
         let headers = response.headers_mut();
@@ -264,7 +296,7 @@ where
             };
             let app = self.app.clone();
             let conn = http.serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(WriteDeadline::new(stream, STALLED_WRITE)),
                 service_fn(move |req| {
                     let resp = app.handle(&req);
                     async move { Ok::<_, Infallible>(resp) }

@@ -23,6 +23,8 @@
 //! - [`admin`]: the admin listener (hyper): the dashboard (`/`, `/events`, `/live`),
 //!   `GET /metrics` and `GET /state`.
 //! - [`status`]: `StateReport`, the `/state` document, for the balancer and its readers.
+//! - [`write_deadline`]: a socket whose writes may not stall past a deadline (admin clients
+//!   that stop reading).
 //! - [`server`]: assembling the pingora `Server` (services, shutdown settings) and running it.
 
 pub mod admin;
@@ -40,6 +42,7 @@ pub mod sockets;
 pub mod state;
 pub mod status;
 pub mod traffic;
+pub mod write_deadline;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,14 +79,8 @@ pub struct BalancerArgs {
     pub ready_fd: Option<i32>,
 }
 
-/// The `--discovery` choices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Discovery {
-    /// One backend per replica at 127.0.0.1:port+i-1.
-    Local,
-    /// One DNS name per group, re-resolved every second.
-    Dns,
-}
+/// The `--discovery` choices: the topology crate's [`Discovery`], the one spelling.
+pub use scalelab_topology::Discovery;
 
 impl BalancerArgs {
     /// Flags for a balancer of the topology at `topology`, everything else at its default.

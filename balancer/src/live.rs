@@ -21,13 +21,15 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::LoadBalancer;
-use scalelab_topology::{limits, Topology};
+use scalelab_topology::{limits, Algorithm, Topology};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::node_stats::{self, NodeStats};
 use crate::state::Roster;
 use crate::status::{AutoscaleState, GroupState};
+use crate::traffic::Faults;
 
 /// How often the view is sampled and published.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -43,7 +45,7 @@ pub struct Sample {
     /// Unix time of the sample, seconds.
     pub t: f64,
     /// The balancing algorithm in force.
-    pub algorithm: String,
+    pub algorithm: Algorithm,
     /// Cores of the machine the balancer runs on.
     pub cores: usize,
     /// CPU milliseconds of one plain `/op2`.
@@ -55,6 +57,11 @@ pub struct Sample {
     pub rps: f64,
     /// `/op2` requests per second over all nodes: what the theory is a ceiling for.
     pub op2_rps: f64,
+    /// Requests per second whose client went away before its answer (nginx logs them as
+    /// 499): the end of a load run, a closed tab. Not a node's failure, so not in any node's
+    /// errors. (Absent from samples of older balancers: 0.)
+    #[serde(default)]
+    pub client_aborts_per_s: f64,
     pub nodes: Vec<NodeSample>,
     /// Recent topology changes, oldest first.
     pub changes: Vec<Change>,
@@ -87,6 +94,10 @@ pub struct NodeSample {
     /// Errors and retries per second over the last second.
     pub errors_per_s: f64,
     pub retries_per_s: f64,
+    /// Attempts per second given up because the node did not answer within
+    /// `read_timeout_ms` (each is also one of its errors). (Absent from older samples: 0.)
+    #[serde(default)]
+    pub timeouts_per_s: f64,
     /// CPU the node used over the last second, in cores (`None` when the node cannot say).
     pub cpu: Option<f64>,
     /// Its CPU cap in cores (`None`: uncapped).
@@ -229,8 +240,7 @@ impl Live {
 struct Previous {
     requests: u64,
     op2: u64,
-    errors: u64,
-    retries: u64,
+    faults: Faults,
     workers: HashMap<usize, u64>,
     cpu: Option<(Duration, Instant)>,
     /// The name the node gave on `/stats` (with DNS discovery, where every container of a
@@ -244,7 +254,8 @@ pub struct Sampler<S: BackendSelection> {
     roster: Arc<Roster>,
     topology: Arc<ArcSwap<Topology>>,
     live: Arc<Live>,
-    algorithm: String,
+    metrics: Arc<Metrics>,
+    algorithm: Algorithm,
 }
 
 impl<S: BackendSelection> Sampler<S> {
@@ -254,9 +265,10 @@ impl<S: BackendSelection> Sampler<S> {
         roster: Arc<Roster>,
         topology: Arc<ArcSwap<Topology>>,
         live: Arc<Live>,
-        algorithm: &str,
+        metrics: Arc<Metrics>,
+        algorithm: Algorithm,
     ) -> Self {
-        Sampler { lb, roster, topology, live, algorithm: algorithm.to_string() }
+        Sampler { lb, roster, topology, live, metrics, algorithm }
     }
 }
 
@@ -268,6 +280,7 @@ where
 {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut previous: HashMap<SocketAddr, Previous> = HashMap::new();
+        let mut aborts_before = self.metrics.client_aborts.get();
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = Instant::now();
@@ -278,7 +291,10 @@ where
             }
             let elapsed = last.elapsed().as_secs_f64().max(1e-3);
             last = Instant::now();
-            let sample = self.sample(&mut previous, elapsed).await;
+            let mut sample = self.sample(&mut previous, elapsed).await;
+            let aborts = self.metrics.client_aborts.get();
+            sample.client_aborts_per_s = aborts.saturating_sub(aborts_before) as f64 / elapsed;
+            aborts_before = aborts;
             match serde_json::to_string(&sample) {
                 Ok(json) => self.live.publish(Arc::from(json)),
                 Err(e) => tracing::error!("encoding the live sample: {e}"),
@@ -306,7 +322,7 @@ where
             let prev = previous.entry(addr).or_default();
             let requests = entry.requests();
             let op2 = entry.traffic.op2();
-            let (errors, retries) = entry.traffic.errors_and_retries();
+            let faults = entry.traffic.faults();
             let per_s = |now: u64, before: u64| now.saturating_sub(before) as f64 / elapsed;
             let rps = per_s(requests, prev.requests);
             let counts: HashMap<usize, u64> = entry.traffic.worker_counts().into_iter().collect();
@@ -343,8 +359,9 @@ where
                 in_flight: entry.in_flight(),
                 p50_ms: latency.p50_ms,
                 p99_ms: latency.p99_ms,
-                errors_per_s: per_s(errors, prev.errors),
-                retries_per_s: per_s(retries, prev.retries),
+                errors_per_s: per_s(faults.errors, prev.faults.errors),
+                retries_per_s: per_s(faults.retries, prev.faults.retries),
+                timeouts_per_s: per_s(faults.timeouts, prev.faults.timeouts),
                 cpu,
                 cpu_cap: stats.get(&addr).and_then(|s| s.cpu_cap).or(cap),
                 workers_configured: configured,
@@ -360,8 +377,7 @@ where
             *prev = Previous {
                 requests,
                 op2,
-                errors,
-                retries,
+                faults,
                 workers: counts,
                 cpu: prev.cpu,
                 own_name: prev.own_name.take(),
@@ -372,12 +388,13 @@ where
         let last_error = self.live.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Sample {
             t: now(),
-            algorithm: self.algorithm.clone(),
+            algorithm: self.algorithm,
             cores,
             op2_cpu_ms: topology.workload.op2_cpu_ms,
             theory_rps: topology.op2_capacity(cores),
             rps: nodes.iter().map(|n| n.rps).sum(),
             op2_rps: nodes.iter().map(|n| n.op2_rps).sum(),
+            client_aborts_per_s: 0.0,
             nodes,
             changes,
             last_error,
@@ -398,7 +415,7 @@ fn group_of(t: &Topology, name: &str) -> (String, usize, Option<f64>) {
 
 /// CPU used since the previous reading, in cores; remembers this reading.
 fn cpu_rate(stats: Option<&NodeStats>, previous: &mut Option<(Duration, Instant)>) -> Option<f64> {
-    let used = stats?.cpu_used?;
+    let used = stats?.cpu_used()?;
     let now = Instant::now();
     let rate = previous.and_then(|(before, at)| {
         let wall = now.saturating_duration_since(at).as_secs_f64();

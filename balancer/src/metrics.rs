@@ -23,6 +23,9 @@ pub struct Metrics {
     pub connect_failures: IntCounterVec,
     /// `scalelab_balancer_retries_total`: attempts repeated on another (or a fresh) connection.
     pub retries: IntCounter,
+    /// `scalelab_balancer_upstream_timeouts_total{backend}`: attempts given up because the
+    /// node did not answer within `read_timeout_ms`.
+    pub upstream_timeouts: IntCounterVec,
     /// `scalelab_balancer_fail_open_total`: attempts sent to a backend the health checks
     /// mark down, because none was marked up.
     pub fail_open: IntCounter,
@@ -88,6 +91,14 @@ impl Metrics {
         let retries =
             IntCounter::new("scalelab_balancer_retries_total", "Requests retried after a failed attempt")
                 .expect("valid metric");
+        let upstream_timeouts = IntCounterVec::new(
+            Opts::new(
+                "scalelab_balancer_upstream_timeouts_total",
+                "Attempts given up because the node did not answer within read_timeout_ms, by backend",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
         let fail_open = IntCounter::new(
             "scalelab_balancer_fail_open_total",
             "Attempts sent to an unhealthy backend because no backend was healthy",
@@ -137,6 +148,7 @@ impl Metrics {
             Box::new(backend_healthy.clone()),
             Box::new(connect_failures.clone()),
             Box::new(retries.clone()),
+            Box::new(upstream_timeouts.clone()),
             Box::new(fail_open.clone()),
             Box::new(shed.clone()),
             Box::new(client_connections.clone()),
@@ -156,6 +168,7 @@ impl Metrics {
             backend_healthy,
             connect_failures,
             retries,
+            upstream_timeouts,
             fail_open,
             shed,
             client_connections,

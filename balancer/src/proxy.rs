@@ -3,14 +3,21 @@
 //! cannot be made (or breaks before any response), adds `X-Forwarded-For` upstream and
 //! `x-upstream` downstream, and records metrics once per request.
 //!
+//! A node that accepts but does not answer (its processes stopped, or stuck) costs a request
+//! at most `balancer.upstream.read_timeout_ms`: the attempt is then given up, counted in
+//! `upstream_timeouts_total`, and an idempotent request is retried once on another node;
+//! anything else, or a second timeout, is answered 504. Without this bound a stopped node's
+//! kernel backlog would hold requests until it resumed.
+//!
 //! When the health checks mark every backend down it fails open, as Envoy's panic mode does:
 //! health checks time out on saturated nodes (a worker busy with /op2 answers /health late),
 //! and a lab under full load should slow down, not turn into a wall of 503s. A backend that is
 //! really gone refuses the connection and the request fails over as usual.
 //!
 //! HTTP details it takes care of: pipelined requests are answered in order (pingora leaves
-//! pipelining off unless asked); a request without `Host` (HTTP/1.0 allows that) is forwarded
-//! with the `Host` the client reached; a node's load-shedding 503s are counted.
+//! pipelining off unless asked); an HTTP/1.0 request without `Host` is forwarded with the
+//! `Host` the client reached, an HTTP/1.1 one is refused with 400 (RFC 9112 §3.2); a node's
+//! load-shedding 503s are counted.
 //!
 //! This runs for every request, so it stays lean: no logging above debug, no formatting
 //! except the `X-Forwarded-For` value, one roster lookup per attempt.
@@ -34,8 +41,7 @@ use crate::metrics::Metrics;
 use crate::state::{BackendEntry, InFlightGuard, Roster};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
-/// The node worker that answered (set by every node).
-const X_WORKER: &str = "x-worker";
+use scalelab_wire::{X_SHED, X_WORKER};
 
 /// Bound on the selector's walk over candidates (pingora's own examples use 256).
 const MAX_SELECT_STEPS: usize = 256;
@@ -51,6 +57,9 @@ pub struct Balancer<S: BackendSelection> {
     metrics: Arc<Metrics>,
     /// Connect timeout per attempt; a dead host that drops SYNs costs at most this.
     connect_timeout: Duration,
+    /// The longest wait for each read from a node (its response head above all); a node that
+    /// accepted but does not answer costs an attempt at most this.
+    read_timeout: Duration,
     /// Rotates the picks made while every backend is marked down.
     fail_open_turn: AtomicUsize,
     /// Upstream connections are reused only within one age window (0: forever). A window's
@@ -66,14 +75,16 @@ pub struct Balancer<S: BackendSelection> {
 }
 
 impl<S: BackendSelection> Balancer<S> {
-    /// Proxy logic over `lb`, reading names from `roster` and recording into `metrics`;
-    /// upstream connections are reused for at most `max_age_ms` (0: no limit); response times
+    /// Proxy logic over `lb`, reading names from `roster` and recording into `metrics`; a
+    /// node gets `connect_timeout` to accept and `read_timeout` for each read; upstream
+    /// connections are reused for at most `max_age_ms` (0: no limit); response times
     /// are tracked for the selector when `track_latency`.
     pub fn new(
         lb: Arc<LoadBalancer<S>>,
         roster: Arc<Roster>,
         metrics: Arc<Metrics>,
         connect_timeout: Duration,
+        read_timeout: Duration,
         max_age_ms: u64,
         track_latency: bool,
     ) -> Balancer<S> {
@@ -82,6 +93,7 @@ impl<S: BackendSelection> Balancer<S> {
             roster,
             metrics,
             connect_timeout,
+            read_timeout,
             fail_open_turn: AtomicUsize::new(0),
             max_age_ms,
             epoch: Instant::now(),
@@ -97,7 +109,15 @@ where
 {
     /// The next backend for this request, avoiding those that already failed it: a healthy
     /// one, or any one when none is healthy (fail open).
-    fn select(&self, failed: &[Backend]) -> Result<Backend> {
+    fn select(&self, failed: &[Backend], timed_out: bool) -> Result<Backend> {
+        // A request whose node did not answer in time gets one retry, not one per node: with
+        // every node stopped, the client waits two read timeouts, then gets 504.
+        if timed_out && failed.len() > 1 {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(504),
+                "no node answered within read_timeout_ms",
+            ));
+        }
         let untried = |b: &Backend| !failed.contains(b);
         if let Some(b) = self.lb.select_with(b"", MAX_SELECT_STEPS, |b, healthy| healthy && untried(b)) {
             return Ok(b);
@@ -105,7 +125,8 @@ where
         let backends = self.lb.backends();
         let all = backends.get_backend();
         if all.iter().any(|b| backends.ready(b)) {
-            return Err(Error::explain(ErrorType::HTTPStatus(502), "every healthy backend failed"));
+            let code = if timed_out { 504 } else { 502 };
+            return Err(Error::explain(ErrorType::HTTPStatus(code), "every healthy backend failed"));
         }
         // pingora's selector cannot rotate here: the healthy-only walk above spent a fixed
         // number of its round-robin steps, so it would land on the same backend every time.
@@ -114,7 +135,10 @@ where
             return Err(if failed.is_empty() {
                 Error::explain(ErrorType::HTTPStatus(503), "no backends")
             } else {
-                Error::explain(ErrorType::HTTPStatus(502), "no backend answered")
+                Error::explain(
+                    ErrorType::HTTPStatus(if timed_out { 504 } else { 502 }),
+                    "no backend answered",
+                )
             });
         }
         let turn = self.fail_open_turn.fetch_add(1, Ordering::Relaxed);
@@ -139,6 +163,8 @@ pub struct RequestCtx {
     in_flight: Option<InFlightGuard>,
     /// When the current attempt was sent, for the latency average.
     attempt_started: Instant,
+    /// Whether an attempt of this request timed out waiting for its node (one retry then).
+    timed_out: bool,
 }
 
 impl RequestCtx {
@@ -175,11 +201,12 @@ where
             failed: Vec::new(),
             in_flight: None,
             attempt_started: now,
+            timed_out: false,
         }
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let backend = self.select(&ctx.failed)?;
+        let backend = self.select(&ctx.failed, ctx.timed_out)?;
         let addr: SocketAddr = *backend
             .addr
             .as_inet()
@@ -191,6 +218,7 @@ where
         };
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         if let Some(window) = (self.epoch.elapsed().as_millis() as u64).checked_div(self.max_age_ms) {
             peer.group_key = window;
@@ -200,6 +228,17 @@ where
         ctx.backend = Some(backend);
         ctx.entry = Some(entry);
         Ok(Box::new(peer))
+    }
+
+    /// An HTTP/1.1 request without `Host` is refused with 400, as RFC 9112 §3.2 requires
+    /// (HTTP/1.0 may omit it: see `upstream_request_filter`).
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+            session.respond_error(400).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Pipelined requests (RFC 9112 §9.3.2) are read and answered one after another on the same
@@ -252,7 +291,7 @@ where
     ) -> Result<()> {
         if let Some(entry) = &ctx.entry {
             if response.status == http::StatusCode::SERVICE_UNAVAILABLE
-                && response.headers.contains_key("x-shed")
+                && response.headers.contains_key(X_SHED)
             {
                 entry.shed.inc();
             }
@@ -286,6 +325,10 @@ where
     /// connection that is most likely a stale one, so the same backend stays eligible (a dead
     /// one then fails to connect and is excluded); on a fresh connection the backend died
     /// under the request, so the retry goes elsewhere.
+    ///
+    /// A node that did not answer within the read timeout is counted, excluded, and the
+    /// request retried elsewhere once if it can be replayed; otherwise it is answered 504.
+    /// An error of the client's side (it went away) is not the node's failure.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -295,13 +338,32 @@ where
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if let Some(entry) = &ctx.entry {
+        let node_failed = *e.esource() != ErrorSource::Downstream;
+        if let Some(entry) = ctx.entry.as_ref().filter(|_| node_failed) {
             entry.traffic.record_failure();
         }
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
-        if !replayable {
+        if node_timed_out(&e) {
+            if let Some(entry) = &ctx.entry {
+                self.metrics.upstream_timeouts.with_label_values(&[entry.addr.as_str()]).inc();
+                entry.traffic.record_timeout();
+            }
+            let first = !ctx.timed_out;
+            ctx.timed_out = true;
+            ctx.exclude_current();
+            if !(replayable && first) {
+                let mut answer = Error::because(
+                    ErrorType::HTTPStatus(504),
+                    format!("no answer within read_timeout_ms ({} ms)", self.read_timeout.as_millis()),
+                    e,
+                );
+                answer.set_retry(false);
+                return answer;
+            }
+            e.set_retry(true);
+        } else if !replayable {
             e.set_retry(false);
         } else if backend_went_away(&e) {
             if !client_reused {
@@ -373,6 +435,11 @@ where
     }
 }
 
+/// Whether `e` says the node did not answer within the read timeout.
+fn node_timed_out(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Upstream && *e.etype() == ErrorType::ReadTimedout
+}
+
 /// Whether `e` says the upstream connection broke (closed, reset, failed read or write)
 /// rather than timed out or sent something invalid.
 fn backend_went_away(e: &Error) -> bool {
@@ -418,5 +485,7 @@ mod tests {
         assert!(backend_went_away(&Error::new_up(ErrorType::ReadError)));
         assert!(!backend_went_away(&Error::new_up(ErrorType::ReadTimedout)));
         assert!(!backend_went_away(&Error::new_down(ErrorType::ConnectionClosed)));
+        assert!(node_timed_out(&Error::new_up(ErrorType::ReadTimedout)));
+        assert!(!node_timed_out(&Error::new_down(ErrorType::ReadTimedout)));
     }
 }

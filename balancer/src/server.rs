@@ -105,16 +105,9 @@ impl Settings {
     /// What `/state` reports.
     fn status_settings(&self, limits: &ClientLimits) -> status::Settings {
         status::Settings {
-            algorithm: self.balancer.algorithm.as_str().to_string(),
-            discovery: match self.mode {
-                DiscoveryMode::Local => "local",
-                DiscoveryMode::Dns { .. } => "dns",
-            }
-            .to_string(),
-            dns_prefix: match &self.mode {
-                DiscoveryMode::Local => None,
-                DiscoveryMode::Dns { prefix } => Some(prefix.clone()),
-            },
+            algorithm: self.balancer.algorithm,
+            discovery: self.mode.kind(),
+            dns_prefix: self.mode.dns_prefix().map(str::to_string),
             listen: self.listen.to_string(),
             admin: self.admin.to_string(),
             threads: self.threads(),
@@ -222,9 +215,17 @@ where
     let connect_timeout = Duration::from_millis(health.timeout_ms.max(1));
     let limits = settings.client_limits();
     let max_age = settings.balancer.upstream.max_age_ms;
+    let read_timeout = settings.balancer.upstream.read_timeout_in_force(&topology.load().workload);
     let track_latency = settings.balancer.algorithm == Algorithm::PeakEwma;
-    let balancer =
-        Balancer::new(lb.clone(), roster.clone(), metrics.clone(), connect_timeout, max_age, track_latency);
+    let balancer = Balancer::new(
+        lb.clone(),
+        roster.clone(),
+        metrics.clone(),
+        connect_timeout,
+        read_timeout,
+        max_age,
+        track_latency,
+    );
     let app =
         ClientGuard::new(pingora_proxy::http_proxy(&server.configuration, balancer), limits, metrics.clone());
     let mut proxy = Service::new("scalelab proxy".to_string(), app);
@@ -234,8 +235,9 @@ where
     let proxy = server.add_service(WithListener::new(proxy, settings.listen, listeners.listen));
     proxy.add_dependency(&backends);
 
-    let algorithm = settings.balancer.algorithm.as_str();
-    let sampler = Sampler::new(lb.clone(), roster.clone(), topology, live.clone(), algorithm);
+    let algorithm = settings.balancer.algorithm;
+    let sampler =
+        Sampler::new(lb.clone(), roster.clone(), topology, live.clone(), metrics.clone(), algorithm);
     server.add_service(background_service("live sampler", sampler));
     let admin_app = AdminApp::new(lb.clone(), roster, metrics, live, settings.status_settings(&limits));
     let admin = server.add_service(background_service("admin", AdminServer::new(admin_app, listeners.admin)));

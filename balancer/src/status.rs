@@ -2,6 +2,7 @@
 //! the admin app serializes it, and `scalelab up`, `scalelab sweep` and the tests read it back
 //! with serde instead of by string keys.
 
+use scalelab_topology::{Algorithm, Discovery};
 use serde::{Deserialize, Serialize};
 
 /// The whole `/state` document.
@@ -95,10 +96,10 @@ pub struct BackendState {
 /// The balancer's settings, from the topology and its flags at startup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
-    /// `round_robin` or `random`.
-    pub algorithm: String,
-    /// `local` or `dns`.
-    pub discovery: String,
+    /// The balancing algorithm (`round_robin`, `random`, `least_conn`, `p2c`, `peak_ewma`).
+    pub algorithm: Algorithm,
+    /// How backends are found (`local` or `dns`).
+    pub discovery: Discovery,
     /// The prefix of group DNS names (`dns` discovery only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_prefix: Option<String>,

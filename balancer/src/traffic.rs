@@ -40,6 +40,17 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("static histogram bounds are valid")
 }
 
+/// What went wrong on one backend so far, in attempts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    /// Responses outside 2xx, and attempts that got no response (timeouts included).
+    pub errors: u64,
+    /// Attempts that were retried.
+    pub retries: u64,
+    /// Attempts given up because the node did not answer within the read timeout.
+    pub timeouts: u64,
+}
+
 /// One backend's traffic.
 #[derive(Debug)]
 pub struct Traffic {
@@ -52,6 +63,8 @@ pub struct Traffic {
     errors: AtomicU64,
     /// Attempts on this backend that were retried (on it or elsewhere).
     retries: AtomicU64,
+    /// Attempts given up because it did not answer within the read timeout.
+    timeouts: AtomicU64,
     window: Mutex<LatencyWindow>,
     /// Whether it passes its health checks, and since when.
     health: Mutex<(bool, SystemTime)>,
@@ -64,6 +77,7 @@ impl Default for Traffic {
             op2: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
             window: Mutex::new(LatencyWindow { current: histogram(), past: VecDeque::new() }),
             health: Mutex::new((true, SystemTime::now())),
         }
@@ -113,6 +127,12 @@ impl Traffic {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an attempt given up because the node did not answer in time (it is also a
+    /// failure: [`Traffic::record_failure`] counts it).
+    pub fn record_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Notes a health change.
     pub fn set_health(&self, healthy: bool) {
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,9 +151,13 @@ impl Traffic {
         self.workers.iter().enumerate().filter_map(|(id, c)| c.get().map(|c| (id, c.get()))).collect()
     }
 
-    /// Errors and retries so far.
-    pub fn errors_and_retries(&self) -> (u64, u64) {
-        (self.errors.load(Ordering::Relaxed), self.retries.load(Ordering::Relaxed))
+    /// Errors, retries and timeouts so far.
+    pub fn faults(&self) -> Faults {
+        Faults {
+            errors: self.errors.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+        }
     }
 
     /// Responses to `/op2` so far.
@@ -180,7 +204,7 @@ mod tests {
         t.record("a", "node-1", Some(b"nope"), false, true, Duration::from_millis(20), &m);
         assert_eq!(t.op2(), 3);
         assert_eq!(t.worker_counts(), [(0, 1), (1, 1), (2, 3)]);
-        assert_eq!(t.errors_and_retries(), (1, 0));
+        assert_eq!(t.faults(), Faults { errors: 1, retries: 0, timeouts: 0 });
         let w = t.rotate();
         assert_eq!(w.count, 5);
         assert!((9.9..10.2).contains(&w.p50_ms) && (29.0..31.0).contains(&w.p99_ms), "{w:?}");

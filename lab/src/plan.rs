@@ -20,7 +20,8 @@ pub struct Plan {
     /// Replicas whose worker count changed: their primary applies it itself (it watches the
     /// file); listed so the change is reported.
     pub resize: Vec<(Replica, usize)>,
-    /// The balancer section changed (listeners, health checks, algorithm): a new balancer
+    /// The balancer section changed (listeners, health checks, algorithm), or the read
+    /// timeout it derives from the workload did: a new balancer
     /// takes over on the same sockets. Backend changes need no restart, the balancer
     /// discovers them.
     pub restart_balancer: bool,
@@ -37,7 +38,10 @@ impl Plan {
 pub fn plan(old: &Topology, new: &Topology) -> Plan {
     let before = old.replicas();
     let after = new.replicas();
-    let mut p = Plan { restart_balancer: old.balancer != new.balancer, ..Plan::default() };
+    // The read timeout may be derived from the workload: a workload edit can change it too.
+    let read_timeout = |t: &Topology| t.balancer.upstream.read_timeout_in_force(&t.workload);
+    let restart_balancer = old.balancer != new.balancer || read_timeout(old) != read_timeout(new);
+    let mut p = Plan { restart_balancer, ..Plan::default() };
     for r in &after {
         match before.iter().find(|o| o.name == r.name) {
             None => p.start.push(r.clone()),

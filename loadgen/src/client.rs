@@ -27,9 +27,9 @@ use crate::schedule::Schedule;
 use crate::seconds::Seconds;
 
 /// Names the node that answered (set by `scalelab node` and passed on by the balancer).
-const X_NODE: HeaderName = HeaderName::from_static("x-node");
+const X_NODE: HeaderName = HeaderName::from_static(scalelab_wire::X_NODE);
 /// Names the worker process inside that node.
-const X_WORKER: HeaderName = HeaderName::from_static("x-worker");
+const X_WORKER: HeaderName = HeaderName::from_static(scalelab_wire::X_WORKER);
 
 /// After a failed connect, a connection waits this long before the next ticket, so a dead
 /// target costs a bounded number of attempts instead of a busy loop.

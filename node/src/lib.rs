@@ -24,8 +24,9 @@
 //! - [`backoff`]: the respawn delay of a slot that keeps crashing right after it starts, with
 //!   a [`backoff::Policy`] per supervisor (this node's workers, and the lab's children).
 //! - `watch`: applying the topology file's group (`workers`) and `workload` to this node.
-//! - `worker`: a worker's single-threaded runtime, its accept (or receive) loop and graceful
-//!   drain.
+//! - `worker`: a worker's single-threaded runtime, its accept (or receive) loop and its stop.
+//! - `connections`: a worker's connections served by hyper, and the drain that answers every
+//!   one it accepted.
 //! - `routes`: the HTTP endpoints (`/op1`, `/op2`, `/health`, `/info`).
 //! - `cpu_queue`: a worker's CPU: `/op2` burns one at a time in arrival order, a bounded
 //!   queue in front, and load shedding (503 + `Retry-After`) beyond it.
@@ -38,6 +39,7 @@
 pub mod backoff;
 pub mod cgroup_stats;
 mod config;
+mod connections;
 mod cpu;
 mod cpu_queue;
 mod front;

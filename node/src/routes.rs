@@ -23,6 +23,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use scalelab_topology::{Distribution, Workload};
 use serde_json::json;
 
+use scalelab_wire as wire;
+
 use crate::cgroup_stats;
 use crate::config::WorkerConfig;
 use crate::cpu_queue::{ClientSocket, CpuQueue, Refused};
@@ -30,11 +32,12 @@ use crate::cpu_queue::{ClientSocket, CpuQueue, Refused};
 /// The response type of every route.
 pub type HttpResponse = Response<Full<Bytes>>;
 
-static X_NODE: HeaderName = HeaderName::from_static("x-node");
-static X_WORKER: HeaderName = HeaderName::from_static("x-worker");
-static X_PID: HeaderName = HeaderName::from_static("x-pid");
+// The headers of the wire contract (`scalelab_wire`).
+static X_NODE: HeaderName = HeaderName::from_static(wire::X_NODE);
+static X_WORKER: HeaderName = HeaderName::from_static(wire::X_WORKER);
+static X_PID: HeaderName = HeaderName::from_static(wire::X_PID);
 /// Marks a response as shed by a full queue (the balancer counts these).
-static X_SHED: HeaderName = HeaderName::from_static("x-shed");
+static X_SHED: HeaderName = HeaderName::from_static(wire::X_SHED);
 
 /// Seconds a shed client is told to wait before retrying: about the time a full queue of
 /// default /op2 requests takes to drain.
@@ -118,34 +121,30 @@ impl App {
                 "/op1" => self.json(StatusCode::OK, self.identity_json()),
                 "/op2" => self.op2(req.uri().query(), client).await,
                 "/health" => self.json(StatusCode::OK, json!({ "status": "ok" })),
-                "/stats" => self.json(
-                    StatusCode::OK,
-                    json!({
-                        "node": self.node,
-                        "cpu_used_us": cgroup_stats::cpu_used(&self.cgroups).map(|d| d.as_micros() as u64),
-                        "cpu_cap": cgroup_stats::cpu_cap(&self.cgroups),
-                    }),
-                ),
-                _ => self.json(
-                    StatusCode::OK,
-                    json!({
-                        "node": self.node,
-                        "worker": self.worker,
-                        "pid": self.pid,
-                        "uptime_s": self.started.elapsed().as_secs_f64(),
-                        "requests": served,
-                        "shed": self.shed.load(Ordering::Relaxed),
-                        "queued": self.cpu.waiting(),
-                        "op2_cpu_ms": self.workload.op2_cpu_ms,
-                        "max_cpu_ms": self.workload.max_cpu_ms,
-                        "max_queue": self.workload.max_queue,
-                        "distribution": self.distribution.as_str(),
-                        // What a proxy in front said about the client (the balancer appends it).
-                        "forwarded_for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
-                        // The Host this request carried (the balancer sets one if the client did not).
-                        "host": req.headers().get(HOST).and_then(|v| v.to_str().ok()),
-                    }),
-                ),
+                "/stats" => self.typed(&wire::NodeStats {
+                    node: Some(self.node.clone()),
+                    cpu_used_us: cgroup_stats::cpu_used(&self.cgroups).map(|d| d.as_micros() as u64),
+                    cpu_cap: cgroup_stats::cpu_cap(&self.cgroups),
+                }),
+                _ => {
+                    let text =
+                        |name| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    self.typed(&wire::NodeInfo {
+                        node: self.node.clone(),
+                        worker: self.worker,
+                        pid: self.pid,
+                        uptime_s: self.started.elapsed().as_secs_f64(),
+                        requests: served,
+                        shed: self.shed.load(Ordering::Relaxed),
+                        queued: self.cpu.waiting(),
+                        op2_cpu_ms: self.workload.op2_cpu_ms,
+                        max_cpu_ms: self.workload.max_cpu_ms,
+                        max_queue: self.workload.max_queue,
+                        distribution: self.distribution,
+                        forwarded_for: text("x-forwarded-for"),
+                        host: text(HOST.as_str()),
+                    })
+                }
             }
         };
         for (name, value) in &self.identity {
@@ -199,7 +198,13 @@ impl App {
     }
 
     fn identity_json(&self) -> serde_json::Value {
-        json!({ "node": self.node, "worker": self.worker, "pid": self.pid })
+        let who = wire::Identity { node: self.node.clone(), worker: self.worker, pid: self.pid };
+        serde_json::to_value(who).unwrap_or_default()
+    }
+
+    /// A 200 with `body`, one of the wire contract's documents.
+    fn typed(&self, body: &impl serde::Serialize) -> HttpResponse {
+        self.json(StatusCode::OK, serde_json::to_value(body).unwrap_or_default())
     }
 
     fn json(&self, status: StatusCode, body: serde_json::Value) -> HttpResponse {

@@ -1,29 +1,22 @@
 //! A worker process: one single-threaded event loop (like a Node.js worker), a fair accept
 //! loop on the inherited socket (or a receive loop on the primary's handoff, in round-robin
-//! distribution), and a graceful drain when told to stop.
+//! distribution), and a drain when told to stop.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use scalelab_topology::Distribution;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{WorkerConfig, EXIT_BOOT_FAILED};
-use crate::cpu_queue::ClientSocket;
+use crate::connections::Connections;
 use crate::cpu_queue::{Burner, CpuQueue};
 use crate::handoff::Receiver;
 use crate::routes::App;
 use crate::{lifeline, listener};
-
-/// A client that has not sent its request head by then is dropped (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a worker's connections come from.
 #[derive(Debug)]
@@ -96,7 +89,8 @@ fn stop_requested(lifeline_fd: i32) -> anyhow::Result<impl Future<Output = ()>> 
 }
 
 /// Serves HTTP/1 on the connections from `incoming` until `stop` resolves, then stops taking
-/// new ones and lets in-flight requests finish for at most `grace`.
+/// new ones and drains the ones it has for at most `grace`: each is answered (see
+/// [`Connections`]).
 pub async fn serve(incoming: Incoming, app: Arc<App>, stop: impl Future<Output = ()>, grace: Duration) {
     let conns = Connections::new(app);
     match incoming {
@@ -128,18 +122,7 @@ pub async fn serve(incoming: Incoming, app: Arc<App>, stop: impl Future<Output =
             drop(receiver);
         }
     }
-    // hyper's graceful shutdown closes at once a connection it has not read a byte from. Let
-    // every connection read what already arrived (the runtime polls its I/O and runs the
-    // woken and the new connection tasks before this one resumes), so a request accepted or
-    // taken just before the stop, or unread because the worker was busy, is served. Only a
-    // connection whose client has sent nothing yet is closed.
-    tokio::task::yield_now().await;
-    tokio::task::yield_now().await;
-    let open = conns.graceful.count();
-    match tokio::time::timeout(grace, conns.graceful.shutdown()).await {
-        Ok(()) => tracing::info!(connections = open, "worker drained"),
-        Err(_) => tracing::warn!(?grace, "grace deadline passed with connections still open"),
-    }
+    conns.drain(grace).await;
 }
 
 /// Accepts on `listener` until `stop` resolves.
@@ -222,52 +205,5 @@ async fn receive_until(receiver: &Receiver, conns: &Connections, stop: impl Futu
                 }
             },
         }
-    }
-}
-
-/// Serves connections with the worker's app, watched for the graceful drain: the same hyper
-/// path whichever way a connection arrived.
-struct Connections {
-    app: Arc<App>,
-    http: http1::Builder,
-    graceful: GracefulShutdown,
-}
-
-impl Connections {
-    fn new(app: Arc<App>) -> Connections {
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-        Connections { app, http, graceful: GracefulShutdown::new() }
-    }
-
-    /// Serves a connection that came as a std socket (accepted without tokio, or received).
-    fn serve_std(&self, stream: std::net::TcpStream) {
-        let registered = stream.set_nonblocking(true).and_then(|()| {
-            let peer = stream.peer_addr()?;
-            Ok((TcpStream::from_std(stream)?, peer))
-        });
-        match registered {
-            Ok((stream, peer)) => self.serve(stream, peer),
-            // Most likely the client already gave up (ENOTCONN): nothing to serve.
-            Err(e) => tracing::debug!(error = %e, "dropping a connection that cannot be served"),
-        }
-    }
-
-    /// Serves `stream` on its own task.
-    fn serve(&self, stream: TcpStream, peer: std::net::SocketAddr) {
-        let app = Arc::clone(&self.app);
-        // The task below owns the stream until the connection ends, so this number names this
-        // connection for as long as a request of it can be waiting for the CPU.
-        let client = ClientSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
-        let service = service_fn(move |req| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, std::convert::Infallible>(app.handle(&req, Some(client)).await) }
-        });
-        let conn = self.graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
     }
 }

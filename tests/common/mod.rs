@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod kubernetes;
 pub mod podman;
+pub mod rig;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -219,6 +220,12 @@ impl Response {
         self.headers.get(name).map(String::as_str)
     }
 
+    /// The body as a node's `/info` document.
+    pub fn info(&self) -> scalelab_wire::NodeInfo {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not a /info document ({e}): {}", self.body))
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -332,13 +339,13 @@ pub fn run_scalelab(args: &[&str], deadline: Duration) -> (i32, String, String) 
     )
 }
 
-/// Runs `scalelab load ARGS... --json` and parses its report.
-pub fn load_json(args: &[&str], deadline: Duration) -> serde_json::Value {
+/// Runs `scalelab load ARGS... --json` and reads its report as the load tool's own type.
+pub fn load_json(args: &[&str], deadline: Duration) -> scalelab_loadgen::Report {
     let mut full = vec!["load", "--json", "--no-progress"];
     full.extend_from_slice(args);
     let (code, stdout, stderr) = run_scalelab(&full, deadline);
     serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("load report is not JSON ({e}); exit {code}\nstdout: {stdout}\nstderr: {stderr}")
+        panic!("not a load report ({e}); exit {code}\nstdout: {stdout}\nstderr: {stderr}")
     })
 }
 

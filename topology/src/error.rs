@@ -9,21 +9,18 @@ use std::path::PathBuf;
 pub struct Problem {
     /// Dotted field path, e.g. `nodes[1].cpus`; empty for the document as a whole.
     pub path: String,
-    /// 1-based line of the offending key or value, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub column: Option<usize>,
+    /// 1-based line of the offending key or value (of its nearest ancestor that has one, or
+    /// of the end of the text).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
     /// What is wrong and what was expected.
     pub message: String,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "line {l} column {c}: ")?,
-            (Some(l), None) => write!(f, "line {l}: ")?,
-            _ => {}
-        }
+        write!(f, "line {} column {}: ", self.line, self.column)?;
         if self.path.is_empty() {
             write!(f, "{}", self.message)
         } else {

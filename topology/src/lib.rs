@@ -3,8 +3,11 @@
 //! # Layout
 //! - [`model`]: the types (`Topology`, `BalancerConfig`, `NodeGroup`, ...) and what they derive
 //!   (`replicas`, `backend_targets`).
+//! - [`parse`]: text to types: `Topology::from_yaml`, `from_bytes`, `load`; one yaml-rust2
+//!   pass for positions and the document count, one serde pass for the values.
 //! - [`error`]: `TopologyError` and `Problem`: every problem with its field path, line and column.
-//! - [`spans`]: where each key sits in the source text, so validation errors can point at it.
+//! - [`spans`]: where each key (and each document) sits in the source text, so every problem
+//!   can point at it.
 //! - [`validate`]: the rules a parsed topology must satisfy beyond its types.
 //! - [`limits`]: every bound those rules hold a topology to.
 //! - [`watch`]: `TopologyWatch`, polling the file for edits.
@@ -17,13 +20,14 @@ pub mod diff;
 pub mod error;
 pub mod limits;
 pub mod model;
+pub mod parse;
 pub mod spans;
 pub mod validate;
 pub mod watch;
 
 pub use error::{Problem, TopologyError};
 pub use model::{
-    Algorithm, Autoscale, AutoscaleMetric, BackendTarget, BalancerConfig, DiscoveryMode, Distribution,
-    HealthCheckConfig, NodeGroup, Replica, Topology, UpstreamConfig, Workload,
+    Algorithm, Autoscale, AutoscaleMetric, BackendTarget, BalancerConfig, Discovery, DiscoveryMode,
+    Distribution, HealthCheckConfig, NodeGroup, Replica, Topology, UpstreamConfig, Workload,
 };
 pub use watch::TopologyWatch;

@@ -31,6 +31,12 @@ pub const KEEPALIVE_TIMEOUT_MS: (u64, u64) = (100, 600_000);
 pub const MAX_POOL_SIZE: usize = 10_000;
 /// The longest upstream connection age before it is no longer reused, ms (1 hour).
 pub const MAX_UPSTREAM_AGE_MS: u64 = 3_600_000;
+/// Bounds of `balancer.upstream.read_timeout_ms`, the wait for a node's response head, ms:
+/// from 100 ms to 10 minutes.
+pub const READ_TIMEOUT_MS: (u64, u64) = (100, 600_000);
+/// The derived read timeout is at least this, ms (a slow health check or a busy machine
+/// should not turn a small workload's requests into 504s).
+pub const DEFAULT_MIN_READ_TIMEOUT_MS: u64 = 10_000;
 /// Concurrent client connections the balancer may hold, at most.
 pub const MAX_CONNECTIONS: usize = 100_000;
 /// The largest CPU cost of one `/op2` request (`max_cpu_ms`), ms. A worker burns it without

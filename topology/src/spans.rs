@@ -9,22 +9,40 @@ use yaml_rust2::scanner::Marker;
 
 use crate::error::Problem;
 
-/// Field path → (line, column), both 1-based.
+/// Field path → (line, column), both 1-based; and where each YAML document starts.
 #[derive(Debug, Default)]
 pub struct Spans {
     at: HashMap<String, (usize, usize)>,
+    /// Where each document of the text starts (a topology file must hold one).
+    documents: Vec<Marker>,
 }
 
 impl Spans {
-    /// Indexes `src`. A document yaml-rust2 cannot parse yields an empty index (serde reports
-    /// the syntax error itself).
+    /// Indexes `src`, every document of it, in one pass. A text yaml-rust2 cannot parse
+    /// yields an empty index (serde reports the syntax error itself).
     pub fn index(src: &str) -> Spans {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(src);
-        if parser.load(&mut builder, false).is_err() {
+        if parser.load(&mut builder, true).is_err() {
             return Spans::default();
         }
-        Spans { at: builder.at }
+        Spans { at: builder.at, documents: builder.documents }
+    }
+
+    /// The problem of a text holding more than one YAML document, at the line where the
+    /// second one starts; `None` for a single document (or an empty index).
+    pub fn second_document(&self) -> Option<Problem> {
+        let second = self.documents.get(1)?;
+        Some(Problem {
+            path: String::new(),
+            line: second.line().max(1),
+            column: second.col() + 1,
+            message: format!(
+                "expected one YAML document, found {}: a second one starts here (remove this `---` \
+                 and what follows, or put it in a file of its own)",
+                self.documents.len()
+            ),
+        })
     }
 
     /// Position of `path`, or of its nearest indexed ancestor (a missing field points at its
@@ -41,34 +59,6 @@ impl Spans {
     }
 }
 
-/// The problem of a text holding more than one YAML document, at the line where the second
-/// one starts; `None` for a single document (or text yaml-rust2 cannot parse, which serde then
-/// reports as a syntax error).
-pub fn second_document(src: &str) -> Option<Problem> {
-    #[derive(Default)]
-    struct Starts(Vec<Marker>);
-    impl MarkedEventReceiver for Starts {
-        fn on_event(&mut self, ev: Event, mark: Marker) {
-            if matches!(ev, Event::DocumentStart) {
-                self.0.push(mark);
-            }
-        }
-    }
-    let mut starts = Starts::default();
-    Parser::new_from_str(src).load(&mut starts, true).ok()?;
-    let second = starts.0.get(1)?;
-    Some(Problem {
-        path: String::new(),
-        line: Some(second.line().max(1)),
-        column: Some(second.col() + 1),
-        message: format!(
-            "expected one YAML document, found {}: a second one starts here (remove this `---` \
-             and what follows, or put it in a file of its own)",
-            starts.0.len()
-        ),
-    })
-}
-
 /// One open container while walking the event stream.
 #[derive(Debug)]
 enum Frame {
@@ -82,6 +72,7 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     at: HashMap<String, (usize, usize)>,
+    documents: Vec<Marker>,
 }
 
 impl Builder {
@@ -125,6 +116,7 @@ fn join(parent: &str, key: &str) -> String {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
+            Event::DocumentStart => self.documents.push(mark),
             Event::Scalar(value, ..) => {
                 self.value_path(Some(&value), mark);
             }
@@ -168,10 +160,10 @@ mod tests {
 
     #[test]
     fn a_second_document_is_found_with_its_line() {
-        assert!(second_document("a: 1\nb: 2\n").is_none());
-        assert!(second_document("---\na: 1\n").is_none());
-        let p = second_document("a: 1\n---\nb: 2\n").unwrap();
-        assert_eq!(p.line, Some(2), "{p:?}");
+        assert!(Spans::index("a: 1\nb: 2\n").second_document().is_none());
+        assert!(Spans::index("---\na: 1\n").second_document().is_none());
+        let p = Spans::index("a: 1\n---\nb: 2\n").second_document().unwrap();
+        assert_eq!(p.line, 2, "{p:?}");
         assert!(p.message.contains("found 2"), "{p:?}");
     }
 

@@ -31,7 +31,7 @@ struct Problems<'a> {
 impl Problems<'_> {
     fn add(&mut self, path: String, message: String) {
         let (line, column) = self.spans.find(&path).unwrap_or((1, 1));
-        self.list.push(Problem { path, line: Some(line), column: Some(column), message });
+        self.list.push(Problem { path, line, column, message });
     }
 
     /// Adds a problem unless `ok`.
@@ -82,6 +82,19 @@ fn check_balancer(t: &Topology, out: &mut Problems) {
         "balancer.upstream.max_age_ms",
         || format!("expected 0 (no limit) or 100 to {MAX_UPSTREAM_AGE_MS} ms, found {age}"),
     );
+    if let Some(ms) = b.upstream.read_timeout_ms {
+        let path = "balancer.upstream.read_timeout_ms";
+        out.in_range(ms, READ_TIMEOUT_MS, path, "ms");
+        let queue = t.workload.longest_queue_ms();
+        out.require(ms < READ_TIMEOUT_MS.0 || ms >= queue, path, || {
+            format!(
+                "expected at least {queue} ms, the CPU time of a full /op2 queue \
+                 ((workload.max_queue + 1) x workload.max_cpu_ms), found {ms}: a shorter wait \
+                 answers 504 to requests the node accepted; lower max_queue or max_cpu_ms, or \
+                 remove the line for the derived default"
+            )
+        });
+    }
     let hc = &b.health_check;
     if let Err(why) = check_health_path(&hc.path) {
         out.add("balancer.health_check.path".into(), format!("expected {why}, found {:?}", hc.path));

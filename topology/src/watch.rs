@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use crate::error::TopologyError;
-use crate::model::{read_bounded, Topology};
+use crate::model::Topology;
+use crate::parse::read_bounded;
 
 /// Remembers the last content seen so each edit is reported once.
 #[derive(Debug)]
