@@ -419,12 +419,52 @@ def probe_topology(rows):
                  f"start-up checks: {'passed' if ok else 'FAILED'}; 0 panics" if ok else "FAILED (see cargo output)"))
 
 
+def topology_replicas(n):
+    return topology().replace("    replicas: 2\n", f"    replicas: {n}\n")
+
+
+def probe_readd(rows):
+    """Defect 4: a replica removed and re-added while its predecessor drains, under load."""
+    lab = Lab(topology_replicas(2))
+    try:
+        import threading
+        results = {}
+        t = threading.Thread(target=lambda: results.update(r=load(["--path", "/op1", "-c", "16"], "10s")))
+        t.start()
+        time.sleep(1)
+        answered = []
+        for pause in (0.4, 3.2):  # back before its stop (kept), back while it drains (waits)
+            lab.write(topology_replicas(1))
+            time.sleep(pause)
+            lab.write(topology_replicas(2))
+            edited = time.time()
+            while time.time() - edited < 5:
+                try:
+                    if http_get(NODE + 1, "/health", timeout=0.5)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            answered.append(time.time() - edited)
+        t.join()
+        r = results["r"]
+        out = lab.output()
+        clashes = out.count("Address already in use")
+        rows.append(("replica re-added while it drains",
+                     "2 -> 1 -> 2 replicas within 0.4 s, then again 3.2 s apart, under 16 connections of /op1",
+                     f"{r['requests']} requests, {r['errors']} errors; node-2 answered "
+                     f"{answered[0] * 1000:.0f} ms and {answered[1] * 1000:.0f} ms after the re-adds; "
+                     f"{clashes} EADDRINUSE in the log"))
+    finally:
+        lab.stop()
+
+
 def main():
     if not os.path.exists(BIN):
         raise SystemExit("build first: cargo build --release")
-    which = sys.argv[1:] or ["slow", "dos", "shed", "restart", "topology", "hung", "sse", "sighup"]
+    which = sys.argv[1:] or ["slow", "dos", "shed", "restart", "topology", "hung", "sse", "sighup", "readd"]
     probes = {"slow": probe_slow, "dos": probe_dos, "shed": probe_shed, "restart": probe_restart,
-              "topology": probe_topology, "hung": probe_hung, "sse": probe_sse, "sighup": probe_sighup}
+              "topology": probe_topology, "hung": probe_hung, "sse": probe_sse, "sighup": probe_sighup, "readd": probe_readd}
     rows = []
     for name in which:
         print(f"probe: {name}", file=sys.stderr)
