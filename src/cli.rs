@@ -41,6 +41,10 @@ pub enum Command {
     /// Compare two sweeps' results.json point by point against their rounds' noise; write
     /// compare.html; exit 4 when a --fail-if threshold is crossed.
     Compare(scalelab_experiment::compare::CompareArgs),
+    /// The whole lesson, measured on this machine: seven steps (one process, vertical,
+    /// horizontal, the latency knee, a slow node, a node killed, the autoscaler), each
+    /// explained with its numbers, and tour.html with every step's chart.
+    Tour(scalelab_experiment::tour::TourArgs),
     /// A node worker process (started by a node primary, not by hand).
     #[command(hide = true)]
     Worker,

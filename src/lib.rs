@@ -48,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fit(args) => scalelab_experiment::fit::run(&args),
         Command::Report(args) => scalelab_experiment::report::run(&args),
         Command::Compare(args) => scalelab_experiment::compare::run(&args),
+        Command::Tour(args) => scalelab_experiment::tour::run(args),
     }
 }
 
@@ -59,7 +60,7 @@ fn log_filter(command: &Command) -> String {
     }
     match command {
         Command::Up(args) => ["warn", "info", "debug"][usize::from(args.verbose.min(2))].to_string(),
-        Command::Sweep(_) => "warn".to_string(),
+        Command::Sweep(_) | Command::Tour(_) => "warn".to_string(),
         _ => "info".to_string(),
     }
 }

@@ -324,7 +324,7 @@ fn an_interrupted_sweep_keeps_its_points_and_leaves_nothing_behind() {
         out_dir.to_str().unwrap(),
     ]);
     sweep.wait_output("[3/4]", Duration::from_secs(60));
-    let nodes: Vec<i32> = children_of(sweep.pid());
+    let nodes: Vec<i32> = descendants_of(sweep.pid());
     assert!(!nodes.is_empty(), "the sweep runs a lab");
     sweep.signal(libc::SIGINT);
     let status = sweep.wait_exit(Duration::from_secs(30)).expect("the sweep stops");
@@ -364,22 +364,4 @@ fn fit_reads_a_csv_and_names_bad_lines() {
     std::fs::write(&short, "n,x\n1,10\n2,19\n3,27\n").unwrap();
     let (_, _, stderr) = run_scalelab(&["fit", short.to_str().unwrap()], Duration::from_secs(10));
     assert!(stderr.contains("at least 6") && stderr.contains("found 3"), "{stderr}");
-}
-
-/// Every live descendant of `pid` (children, and their children).
-fn children_of(pid: i32) -> Vec<i32> {
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-            if proc_stat(child).is_some_and(|(_, ppid)| ppid == parent) && !found.contains(&child) {
-                found.push(child);
-            }
-        }
-        i += 1;
-    }
-    found.remove(0);
-    found
 }

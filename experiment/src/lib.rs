@@ -13,6 +13,7 @@
 //! - [`compare`]: `scalelab compare A B`: two sweeps side by side, judged against their noise.
 //! - [`timeline`]: `scalelab load --timeline DIR`: a run second by second, with what the
 //!   balancer's admin listener said, as JSON, CSV and a page drawn like the report.
+//! - [`tour`]: `scalelab tour`: the whole lesson in seven measured steps, and `tour.html`.
 
 pub mod compare;
 pub mod fit;
@@ -21,4 +22,5 @@ pub mod report;
 pub mod results;
 pub mod sweep;
 pub mod timeline;
+pub mod tour;
 pub mod usl;

@@ -52,7 +52,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 pub use plan::Plan;
-pub use ready::get_state;
+pub use ready::{balancer_sees_healthy, get_state};
 use supervisor::{Command, Supervisor};
 
 /// How long start-up waits for the nodes to listen before it starts the balancer anyway.

@@ -94,13 +94,16 @@ async fn supervise(file: PathBuf, log_filter: String) -> anyhow::Result<()> {
 /// How long `up` waits for restarted or added nodes to serve before it reprints the table.
 const SETTLE_WAIT: Duration = Duration::from_secs(15);
 
+/// The wait for an edit's restarted nodes to be healthy again, after which the table is reprinted.
+type Settling<'a> = Pin<Box<dyn Future<Output = Result<(), NotReady>> + 'a>>;
+
 /// Applies each valid edit and prints each autoscaler decision, until a stop signal. After an
 /// edit that starts or restarts nodes, the table is printed again once the balancer sees them
 /// all healthy, so the last table on the screen is what runs.
 async fn follow_edits(file: &Path, lab: &Lab, watch: &mut TopologyWatch, stop: &mut StopSignals) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     let mut decisions = lab.decisions();
-    let mut settling: Option<Pin<Box<dyn Future<Output = Result<(), NotReady>> + '_>>> = None;
+    let mut settling: Option<Settling<'_>> = None;
     let mut declared = lab.view().await.map(|v| v.topology);
     loop {
         tokio::select! {

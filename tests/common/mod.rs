@@ -359,6 +359,24 @@ pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
     Some((state, ppid))
 }
 
+/// Every live descendant of `pid` (children, and their children).
+pub fn descendants_of(pid: i32) -> Vec<i32> {
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if proc_stat(child).is_some_and(|(_, ppid)| ppid == parent) && !found.contains(&child) {
+                found.push(child);
+            }
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 /// Whether `pid` runs (a zombie has exited; it only waits to be reaped).
 pub fn alive(pid: i32) -> bool {
     matches!(proc_stat(pid), Some((state, _)) if state != 'Z')

@@ -127,12 +127,12 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What a sweep measured, and why it stopped early if it did.
-struct Outcome {
-    results: Results,
-    stopped: Option<String>,
+pub(crate) struct Outcome {
+    pub(crate) results: Results,
+    pub(crate) stopped: Option<String>,
 }
 
-async fn sweep(args: &SweepArgs, plan: &Plan) -> anyhow::Result<Outcome> {
+pub(crate) async fn sweep(args: &SweepArgs, plan: &Plan) -> anyhow::Result<Outcome> {
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let cores = plan.cores;
@@ -400,7 +400,7 @@ fn write_results(out: &Path, results: &Results) -> anyhow::Result<()> {
 }
 
 /// `results.json`, `results.csv` and `report.html`.
-fn write_outputs(out: &Path, results: &Results) -> anyhow::Result<()> {
+pub(crate) fn write_outputs(out: &Path, results: &Results) -> anyhow::Result<()> {
     write_results(out, results)?;
     let csv = out.join("results.csv");
     std::fs::write(&csv, summary::csv(results)).with_context(|| format!("cannot write {}", csv.display()))?;

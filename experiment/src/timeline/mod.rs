@@ -15,7 +15,7 @@
 //! - `page`: the template's data; the template is `templates/timeline.html`.
 
 pub mod admin;
-mod charts;
+pub(crate) mod charts;
 mod csv;
 mod page;
 
