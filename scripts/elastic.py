@@ -163,7 +163,9 @@ def lessons(r, stages, step):
     seconds = r["timeline"]["seconds"]
     step_s = int(stage_starts(stages)[step])
     over = [s["t"] for s in seconds if s["t"] >= step_s and (s["p99_ms"] or 0) > SLO_P99_MS]
-    back = None
+    # back: seconds from the step until p99 was under the SLO again; 0 when it never went
+    # over, None when it never came back within the run.
+    back = 0
     if over:
         later = [s["t"] for s in seconds
                  if s["t"] > over[0] and s["p99_ms"] is not None and s["p99_ms"] <= SLO_P99_MS]
@@ -227,7 +229,8 @@ def main():
             print("\n%s: decisions %s" % (r["setup"], ds or "none"))
             print("  first decision %s after the step; p99 back under %d ms %s after it" % (
                 "-" if first is None else "%.1f s" % first, SLO_P99_MS,
-                "(never over)" if back is None else "%d s" % back))
+                "never (not within the run)" if back is None else
+                "0 s (it never went over)" if back == 0 else "%d s" % back))
             if cold:
                 print("  cold start (decision to healthy at the balancer): %s" % ", ".join("%.2f s" % c for c in cold))
     print("\ntimelines: %s/SETUP/timeline.html" % args.out)

@@ -95,6 +95,7 @@ pub async fn run(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
     let charts = timeline::charts::draw(&tl)?;
     let r = &run.report;
     let share: Vec<String> = r.by_node.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    let ejected = back.as_ref().is_none_or(|b| b.ejected);
     let back = match back {
         Some(b) => format!(
             "the lab had a new {VICTIM} running {:.2} s after the kill, and the balancer's health checks \
@@ -124,12 +125,20 @@ pub async fn run(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
                 r.latency_ms.p99,
                 share.join(", ")
             ),
-            "Requests in flight on the dead node fail on their connection, and the balancer sends \
-             them again to a live node (they are idempotent GETs); its health checks, every 200 ms \
-             here, stop routing to the node; the lab's supervisor starts a new one on the same port, \
-             and the next health check lets it back in. Redundancy is the other reason to scale \
-             out: with one node this would have been an outage."
-                .into(),
+            format!(
+                "Requests in flight on the dead node fail on their connection, and the balancer sends \
+                 them again to a live node (they are idempotent GETs). {} Redundancy is the other \
+                 reason to scale out: with one node this would have been an outage.",
+                if ejected {
+                    "Its health checks, every 200 ms here, stopped routing to the node until the lab's \
+                     supervisor had started a new one on the same port and a check found it healthy."
+                } else {
+                    "Here the lab's supervisor started a new node on the same port before a health check \
+                     (every 200 ms) could find the port closed; where a start takes longer, the checks \
+                     stop routing to the node meanwhile, and let the new one in once it answers."
+                }
+            )
+            .into(),
         ],
         charts: vec![
             (

@@ -76,8 +76,11 @@ pub async fn vertical(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
     let last = points.last().expect("not empty");
     Ok(Step {
         setup: format!(
-            "One node capped at 1.5 cores, 1, 2 and 3 worker processes sharing its port; {CONNECTIONS} \
-             connections ask for /op2 (10 ms of CPU each) back to back."
+            "One node capped at 1.5 cores, 1, 2 and 3 worker processes sharing its port (added \
+             live); {CONNECTIONS} connections ask for /op2 (10 ms of CPU each) back to back. The \
+             balancer renews its kept-alive connections to the node every half second, so that a \
+             worker added live gets its share at once: a connection stays with the worker that \
+             accepted it."
         ),
         lesson: vec![
             format!("Throughput: {}.", list.join(", ")),
@@ -159,7 +162,7 @@ pub async fn slow_node(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
             "Round robin sends every node a third whatever it can do: 20 a second to a node that \
              serves 10, so its queue grows for as long as the load lasts (what still waits in it \
              when the round ends is not among the responses), and every request sent there waits \
-             behind it. Peak-EWMA sees that node's latency rise and sends it less: the \
+             behind it. Peak-EWMA sees that node's latency rise and sends it little or nothing: the \
              same capacity, and the slowest requests come back in a fraction of the time. On a \
              cluster of unequal machines, or beside a noisy neighbour, the algorithm matters as much \
              as the count."

@@ -27,7 +27,7 @@ impl Pace {
 
     /// What the whole tour should take on a 2-core machine.
     pub fn expected(self) -> Duration {
-        Duration::from_secs(if self.quick { 80 } else { 210 })
+        Duration::from_secs(if self.quick { 75 } else { 180 })
     }
 
     /// Step 1: each of its three phases.
@@ -127,18 +127,23 @@ pub fn topology(dir: &Path, balancer_extra: &str, body: &str) -> anyhow::Result<
 pub const HEALTH: &str =
     "  health_check: { path: /health, interval_ms: 200, timeout_ms: 1000, unhealthy_after: 1 }\n";
 
+/// [`HEALTH`], and kept-alive connections to the nodes renewed every half second: a
+/// connection stays with the worker that accepted it, so a worker added live gets requests
+/// only on connections made after it started (the lab's default renews them every 5 s).
+const RENEWED: &str = "  health_check: { path: /health, interval_ms: 200, timeout_ms: 1000, unhealthy_after: 1 }\n  upstream: { max_age_ms: 500 }\n";
+
 /// A topology without its ports: (lines for the `balancer:` block, everything after it).
 pub type Setup = (&'static str, &'static str);
 
 /// Step 1: one worker; /op2 burns 50 ms, long enough to see /op1 wait behind it.
 pub const BLOCKING: Setup = (
-    HEALTH,
+    RENEWED,
     "workload:\n  op2_cpu_ms: 50\n\nnodes:\n  - name: node\n    replicas: 1\n    workers: 1\n    port: {node}\n",
 );
 
 /// Step 2: one node capped at 1.5 cores; the sweep varies its workers.
 pub const VERTICAL: Setup = (
-    HEALTH,
+    RENEWED,
     "workload:\n  op2_cpu_ms: 10\n\nnodes:\n  - name: node\n    replicas: 1\n    workers: 1\n    cpus: 1.5\n    port: {node}\n",
 );
 
