@@ -30,6 +30,15 @@ fn number_after(text: &str, prefix: &str) -> f64 {
     digits.parse().unwrap_or_else(|_| panic!("no number after `{prefix}` in:\n{text}"))
 }
 
+/// The processes of step `n`'s lab (a node and the balancer at least), once it has started.
+fn lab_of_step(tour: &Proc, n: usize) -> Vec<i32> {
+    tour.wait_output(&format!("step {n} of 7"), TOUR_DEADLINE);
+    wait_for(&format!("step {n}'s lab"), Duration::from_secs(30), || {
+        let pids = descendants_of(tour.pid());
+        (pids.len() >= 3).then_some(pids)
+    })
+}
+
 #[test]
 fn the_quick_tour_runs_every_step_explains_it_and_draws_tour_html() {
     require_chromium();
@@ -37,11 +46,7 @@ fn the_quick_tour_runs_every_step_explains_it_and_draws_tour_html() {
     let out = dir.path().join("tour");
     let mut tour = Proc::spawn_capturing(&["tour", "--quick", "--out", out.to_str().unwrap()]);
     // The last step's lab, to check it is gone once the tour ends.
-    tour.wait_output("step 7 of 7", TOUR_DEADLINE);
-    let last_lab = wait_for("step 7's lab", Duration::from_secs(30), || {
-        let pids = descendants_of(tour.pid());
-        (pids.len() >= 3).then_some(pids)
-    });
+    let last_lab = lab_of_step(&tour, 7);
     let status = tour.wait_exit(TOUR_DEADLINE).expect("the tour ends by itself");
     // The lessons are wrapped for the terminal: read them as one line.
     let text = tour.output().split_whitespace().collect::<Vec<_>>().join(" ");
@@ -119,11 +124,7 @@ fn an_interrupted_tour_keeps_its_steps_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tour");
     let mut tour = Proc::spawn_capturing(&["tour", "--quick", "--out", out.to_str().unwrap()]);
-    tour.wait_output("step 2 of 7", TOUR_DEADLINE);
-    let lab = wait_for("step 2's lab", Duration::from_secs(30), || {
-        let pids = descendants_of(tour.pid());
-        (pids.len() >= 3).then_some(pids)
-    });
+    let lab = lab_of_step(&tour, 2);
     tour.signal(libc::SIGINT);
     let status = tour.wait_exit(Duration::from_secs(30)).expect("the tour stops on Ctrl-C");
     let text = tour.output();

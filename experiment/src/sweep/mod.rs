@@ -106,11 +106,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::new(&args)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(scalelab_loadgen::default_threads())
-        .enable_all()
-        .build()
-        .context("cannot start the sweep's runtime")?;
+    let runtime = scalelab_loadgen::runtime(scalelab_loadgen::default_threads())?;
     let outcome = runtime.block_on(sweep(&args, &plan))?;
     let results = outcome.results;
     write_outputs(&args.out, &results)?;

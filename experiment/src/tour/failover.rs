@@ -67,7 +67,7 @@ pub async fn run(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
     let (t, _) = setup::topology(dir, setup::FAILOVER.0, setup::FAILOVER.1)?;
     let lab = start(&t).await?;
     let admin: BaseUrl = format!("http://{}", t.balancer.admin).parse()?;
-    let retries_before = scalelab_lab::get_state(t.balancer.admin).await.map(|s| s.retries).unwrap_or(0);
+    let retries_before = scalelab_lab::get_state(t.balancer.admin).await.map_or(0, |s| s.retries);
     let d = pace.failover();
     let poller = AdminPoller::start(&admin).await?;
     let run = scalelab_loadgen::run_load_full(load(&url(&t), "/op2", 32, Some(RATE), d)?, false);
@@ -86,8 +86,10 @@ pub async fn run(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
     let (run, killed) = tokio::join!(run, kill);
     let (run, (pid, back)) = (run?, killed?);
     let record = poller.finish().await;
-    let retries =
-        scalelab_lab::get_state(t.balancer.admin).await.map(|s| s.retries).unwrap_or(0) - retries_before;
+    let retries = scalelab_lab::get_state(t.balancer.admin)
+        .await
+        .map_or(0, |s| s.retries)
+        .saturating_sub(retries_before);
     lab.shutdown(std::future::pending()).await;
 
     let tl = Timeline::new(&run, Some(record));

@@ -82,11 +82,7 @@ pub const STEPS: [(&str, &str); 7] = [
 pub fn run(args: TourArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(scalelab_loadgen::default_threads())
-        .enable_all()
-        .build()
-        .context("cannot start the tour's runtime")?;
+    let runtime = scalelab_loadgen::runtime(scalelab_loadgen::default_threads())?;
     let pace = Pace::new(args.quick);
     let started = Instant::now();
     println!(
@@ -154,6 +150,7 @@ async fn run_steps(out: &Path, pace: Pace) -> (Vec<Step>, Option<String>) {
                 print_step(&step);
                 done.push(step);
             }
+            Err(e) if e.is::<scaling::Interrupted>() => return (done, Some("interrupted".into())),
             Err(e) => {
                 eprintln!("scalelab tour: step {number}: {e:#}");
                 return (done, Some(format!("step {number} failed")));

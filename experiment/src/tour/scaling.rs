@@ -44,8 +44,11 @@ pub(super) async fn sweep_in(
     let plan = Plan::new(&args)?;
     let outcome = sweep::sweep(&args, &plan).await?;
     sweep::write_outputs(dir, &outcome.results)?;
-    if let Some(why) = outcome.stopped {
-        bail!("the sweep stopped early: {why}");
+    match outcome.stopped.as_deref() {
+        // The sweep saw Ctrl-C before the tour did: the tour stops the same way.
+        Some("interrupted") => return Err(Interrupted.into()),
+        Some(why) => bail!("the sweep stopped early: {why}"),
+        None => {}
     }
     Ok(outcome.results)
 }
@@ -66,6 +69,11 @@ fn scaled(p: &Point, first: &Point) -> String {
         format!("{:.0} req/s (×{:.2})", p.rps, p.rps / first.rps)
     }
 }
+
+/// A step stopped by Ctrl-C or SIGTERM (which its sweep saw first).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
 
 /// Step 2.
 pub async fn vertical(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
