@@ -139,8 +139,7 @@ pub async fn run(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
                      (every 200 ms) could find the port closed; where a start takes longer, the checks \
                      stop routing to the node meanwhile, and let the new one in once it answers."
                 }
-            )
-            .into(),
+            ),
         ],
         charts: vec![
             (
