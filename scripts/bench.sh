@@ -5,6 +5,8 @@
 #
 #   scripts/bench.sh                  # all five comparisons (about 4.5 minutes)
 #   DURATION=3 ROUNDS=3 scripts/bench.sh   # a quicker, noisier look
+#   scripts/bench.sh knobs            # pingora's tuning knobs, one at a time (about 9 minutes,
+#                                     # plus a first build with --cfg tokio_unstable)
 #
 # Comparisons (targets from the project's issue):
 #   1. /op1 on one worker vs one Node.js cluster worker  (wrk)            target >= 1.8x
@@ -14,6 +16,18 @@
 #      a kept-alive pool, no hooks), in the same run                        target >= 0.95x
 #   4. scalelab load vs wrk on /op1, same connections                     target >= 0.8x
 #   5. balancer with its live dashboard open vs closed (the same balancer) target >= 0.97x
+#
+# `knobs` runs instead: the bare pingora proxy with one of pingora's public tuning knobs
+# changed against the same proxy with pingora's defaults, in the setting of comparison 3
+# (proxy on CPU $SERVER_CPU, wrk and 2 nodes on CPU $CLIENT_CPU, wrk -t1 -c$CONNS on /op1), one
+# knob per comparison, with the method below. The knobs are the BARE_* variables of
+# bench/src/bare_pingora.rs; KNOBS="BARE_POOL_SIZE=16 ..." picks some (default: all, see
+# knobs_default below; "A=1,B=2" changes two at once). An entry prefixed "unstable:" runs
+# both sides from a build with RUSTFLAGS="--cfg tokio_unstable" (pingora ignores
+# runtime_enable_alt_timer without it).
+# BASE_KNOBS="BARE_WORK_STEALING=0" applies to both sides (a knob on top of another); an
+# entry that changes nothing (BARE_LISTENER_TASKS=1, pingora's default) is an A/A control:
+# its ratio shows how far two identical proxies differ in this method.
 #
 # Method, the same for every comparison:
 #   - Equal load on both sides: the same tool, threads (1) and connections ($CONNS) and
@@ -171,6 +185,7 @@ compare() {
         fi
     done
     A=$(median "${a[@]}"); B=$(median "${b[@]}")
+    ROUNDS_A="${a[*]}"; ROUNDS_B="${b[*]}"
     echo "   rounds: $name_a ${a[*]}  |  $name_b ${b[*]}$(flagged "${a[@]}" "${b[@]}")"
     echo "   median: $name_a $A  |  $name_b $B  ->  $(ratio "$A" "$B")x"
 }
@@ -178,6 +193,66 @@ compare() {
 RESULTS=()
 report() { RESULTS+=("$(printf '| %s | %s | %s | %s | %s |' "$@")"); }
 placement() { ((PIN)) && echo "$1" || echo "unpinned"; }
+
+# min-max of a list of rounds.
+span() { python3 -c "import sys; v=[float(a.rstrip('!')) for a in sys.argv[1:]]; print(f'{min(v):.0f}-{max(v):.0f}')" "$@"; }
+
+if [ "${1:-}" = knobs ]; then
+    knobs_default="BARE_LISTENER_TASKS=1 BARE_LISTENER_TASKS=4 BARE_POOL_SIZE=16 BARE_POOL_SIZE=1024 BARE_WORK_STEALING=0
+        BARE_L4_WRITE=16384 BARE_L4_READ=4096 BARE_SOCK_BUF=262144 unstable:BARE_ALT_TIMER=1"
+    read -r -d '' -a knobs <<<"${KNOBS:-$knobs_default}" || true
+    if [[ "${knobs[*]}" == *unstable:* ]]; then
+        # A build of its own (its own target directory): the flag changes every crate's hash.
+        RUSTFLAGS="--cfg tokio_unstable" cargo build --release --quiet -p scalelab-bench \
+            --example bare_pingora --target-dir target/tokio-unstable
+    fi
+    UNSTABLE=$PWD/target/tokio-unstable/release/examples/bare_pingora
+    echo "scalelab bench knobs: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start, ${DURATION}s x $ROUNDS alternating rounds per side (median), ${WARMUP}s warm-up, $CONNS connections, pinning $( ((PIN)) && echo on || echo off)"
+    BASE_KNOBS=${BASE_KNOBS:-}
+    echo "bare pingora with one knob changed vs the same binary with pingora's defaults${BASE_KNOBS:+ and $BASE_KNOBS on both sides}; wrk -t1 -c$CONNS /op1, 2 nodes x 1 worker, $(placement "proxy on CPU $SERVER_CPU, wrk and nodes on CPU $CLIENT_CPU")"
+    BASE=$(port_pair)
+    start "$CLIENT_CPU" "$BIN" node --name node-1 --listen "127.0.0.1:$BASE" --workers 1
+    start "$CLIENT_CPU" "$BIN" node --name node-2 --listen "127.0.0.1:$((BASE + 1))" --workers 1
+    ready "$BASE" /op1; ready "$((BASE + 1))" /op1
+    # The baseline from each binary, started once and kept for every knob.
+    declare -A BASELINE
+    for bin in "$BARE" "$UNSTABLE"; do
+        [ "$bin" = "$BARE" ] || [[ "${knobs[*]}" == *unstable:* ]] || continue
+        read -r p <<<"$(ports 1)"
+        # shellcheck disable=SC2086
+        start "$SERVER_CPU" env ${BASE_KNOBS//,/ } "$bin" "127.0.0.1:$p" "127.0.0.1:$BASE" "127.0.0.1:$((BASE + 1))"
+        ready "$p" /op1
+        BASELINE[$bin]=$p
+    done
+    TABLE=()
+    for knob in "${knobs[@]}"; do
+        bin=$BARE
+        if [[ "$knob" == unstable:* ]]; then bin=$UNSTABLE; knob=${knob#unstable:}; fi
+        read -r KP <<<"$(ports 1)"
+        # shellcheck disable=SC2086  # "A=1,B=2" sets two variables
+        start "$SERVER_CPU" env ${BASE_KNOBS//,/ } ${knob//,/ } "$bin" "127.0.0.1:$KP" "127.0.0.1:$BASE" "127.0.0.1:$((BASE + 1))"
+        VARIANT=${PIDS[-1]}
+        ready "$KP" /op1
+        seen=$(for _ in 1 2 3 4; do curl -fsi "http://127.0.0.1:$KP/op1" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-node" {print $2}'; done | sort -u | wc -l)
+        [ "$seen" = 2 ] || { echo "proxy with $knob does not alternate between both nodes" >&2; exit 1; }
+        BP=${BASELINE[$bin]}
+        knob_on() { wrk_rps "$1" "http://127.0.0.1:$KP/op1"; }
+        knob_off() { wrk_rps "$1" "http://127.0.0.1:$BP/op1"; }
+        label=$knob; [ "$bin" = "$BARE" ] || label="$knob (tokio_unstable build)"
+        echo "== $label"
+        compare "knob" knob_on "defaults" knob_off
+        # shellcheck disable=SC2086
+        TABLE+=("$(printf '| %s | %s (%s) | %s (%s) | %sx |' "$label" "$A" "$(span $ROUNDS_A)" "$B" "$(span $ROUNDS_B)" "$(ratio "$A" "$B")")")
+        kill -TERM "$VARIANT" 2>/dev/null || true
+        wait "$VARIANT" 2>/dev/null || true
+        kept=(); for pid in "${PIDS[@]}"; do [ "$pid" = "$VARIANT" ] || kept+=("$pid"); done; PIDS=("${kept[@]}")
+    done
+    echo
+    echo "| knob | with the knob, req/s (rounds) | pingora's defaults, req/s (rounds) | ratio |"
+    echo "|---|---|---|---|"
+    printf '%s\n' "${TABLE[@]}"
+    exit 0
+fi
 
 echo "scalelab bench: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start, ${DURATION}s x $ROUNDS alternating rounds per side (median), ${WARMUP}s warm-up, $CONNS connections, pinning $( ((PIN)) && echo on || echo off)"
 
