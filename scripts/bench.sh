@@ -13,7 +13,7 @@
 #   2. saturated /op2 vs theoretical capacity            (scalelab load)  within 5%
 #   3. balancer vs nginx, 2 nodes x 1 worker, 1 thread   (wrk)            target >= 0.9x
 #      and vs a bare pingora proxy (bench/src/bare_pingora.rs: the same pingora, round robin,
-#      a kept-alive pool, no hooks), in the same run                        target >= 0.95x
+#      a kept-alive pool, the balancer's runtime, no hooks), in the same run  target >= 0.95x
 #   4. scalelab load vs wrk on /op1, same connections                     target >= 0.8x
 #   5. balancer with its live dashboard open vs closed (the same balancer) target >= 0.97x
 #
