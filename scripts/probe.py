@@ -17,6 +17,8 @@ Probes:
   sse       100 dashboard streams that never read, against /metrics and /state
   sighup    clients that connect, pause 20-50 ms, then send, across SIGHUPs, in each
             distribution mode, straight to a node
+  readd     a replica removed and re-added while it drains, under load: EADDRINUSE, and how
+            soon the new one answers
 """
 
 import json
@@ -465,6 +467,10 @@ def main():
     which = sys.argv[1:] or ["slow", "dos", "shed", "restart", "topology", "hung", "sse", "sighup", "readd"]
     probes = {"slow": probe_slow, "dos": probe_dos, "shed": probe_shed, "restart": probe_restart,
               "topology": probe_topology, "hung": probe_hung, "sse": probe_sse, "sighup": probe_sighup, "readd": probe_readd}
+    unknown = [w for w in which if w not in probes]
+    if unknown:
+        raise SystemExit("usage: python3 scripts/probe.py [PROBE...]\nprobes: " + " ".join(probes)
+                         + (f"\nunknown: {' '.join(unknown)}" if unknown != ["--help"] and unknown != ["-h"] else ""))
     rows = []
     for name in which:
         print(f"probe: {name}", file=sys.stderr)
