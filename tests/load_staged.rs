@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use scalelab_experiment::results::Results;
 use scalelab_experiment::timeline::{Timeline, TIMELINE_CSV, TIMELINE_HTML, TIMELINE_JSON};
 use scalelab_loadgen::{hgrm, Mode, Report, StageTarget};
 
@@ -271,8 +270,7 @@ fn a_sweep_keeps_one_hgrm_per_point() {
     let args = [&args[..], &["--out", dir.to_str().unwrap()]].concat();
     let (code, stdout, stderr) = run_scalelab(&args, Duration::from_secs(120));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let results: Results =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let results = read_results(&dir);
     for p in &results.series[0].points {
         let file = dir.join(format!("workers={}.hgrm", p.value));
         let d = hgrm::parse(&read(&file)).unwrap();

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::browser::{chromium, container, require_chromium, screenshot};
 use common::*;
-use scalelab_experiment::results::Results;
 
 /// A base of one node of one worker capped at half a core, on free ports.
 fn base(cpus: &str) -> TopologyFile {
@@ -21,11 +20,6 @@ fn base(cpus: &str) -> TopologyFile {
          nodes:\n  - name: node\n    replicas: 1\n    workers: 1\n{cpus}    port: {node}\n",
         p[0], p[1]
     ))
-}
-
-fn read_results(dir: &std::path::Path) -> Results {
-    let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
-    serde_json::from_str(&text).expect("results.json parses as the sweep's own type")
 }
 
 #[test]

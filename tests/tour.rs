@@ -5,23 +5,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::browser::{chromium, require_chromium, screenshot};
 use common::*;
-use scalelab_experiment::results::Results;
 
 /// The quick tour takes about 70 s on an idle 2-core machine; this bounds a busy one.
 const TOUR_DEADLINE: Duration = Duration::from_secs(300);
-
-fn results(dir: &Path) -> Results {
-    let path = dir.join("results.json");
-    serde_json::from_str(
-        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
-}
 
 /// The number after `prefix` in `text`, e.g. `number_after("450 requests, 0 error(s)", "requests, ")`.
 fn number_after(text: &str, prefix: &str) -> f64 {
@@ -93,11 +83,11 @@ fn the_quick_tour_runs_every_step_explains_it_and_draws_tour_html() {
     for (step, points) in [("2-vertical", 3), ("3-horizontal", 3), ("4-knee", 3), ("5-slow-node", 2)] {
         let d = out.join(step);
         assert!(d.join("topology.yaml").exists() && d.join("report.html").exists(), "{step}");
-        let r = results(&d);
+        let r = read_results(&d);
         assert_eq!(r.series[0].points.len(), points, "{step}");
         assert!(r.series[0].points.iter().all(|p| p.rps > 0.0), "{step}: a point served nothing");
     }
-    assert!(results(&out.join("4-knee")).series[0].knee.is_some(), "the knee series has its knee");
+    assert!(read_results(&out.join("4-knee")).series[0].knee.is_some(), "the knee series has its knee");
     for step in ["6-failover", "7-autoscale"] {
         for file in ["topology.yaml", "timeline.json", "timeline.html"] {
             assert!(out.join(step).join(file).exists(), "{step}/{file}");

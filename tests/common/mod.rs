@@ -339,6 +339,13 @@ pub fn run_scalelab(args: &[&str], deadline: Duration) -> (i32, String, String) 
     )
 }
 
+/// A sweep's `results.json` in `dir`, read as the sweep's own type.
+pub fn read_results(dir: &Path) -> scalelab_experiment::results::Results {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not the sweep's results: {e}", path.display()))
+}
+
 /// Runs `scalelab load ARGS... --json` and reads its report as the load tool's own type.
 pub fn load_json(args: &[&str], deadline: Duration) -> scalelab_loadgen::Report {
     let mut full = vec!["load", "--json", "--no-progress"];

@@ -46,10 +46,7 @@ pub fn draw(c: &Comparison, metric: Metric, names: (&str, &str)) -> anyhow::Resu
     let log = metric != Metric::Rps;
     let x_range = match (log, hi > 0.0) {
         (true, true) => TickedAxis::log(lo.max(hi * 1e-4).max(1e-3) / 1.3..hi * 1.3),
-        (false, true) => {
-            let top = hi * 1.1;
-            TickedAxis::linear(0.0..top, nice_ticks(top))
-        }
+        (false, true) => TickedAxis::linear_from_zero(hi * 1.1, 6),
         (_, false) => TickedAxis::linear(0.0..1.0, vec![0.0, 1.0]),
     };
     let label_px = labels.iter().map(|l| text_width(l, 12.0)).fold(60.0, f64::max) as u32 + 16;
@@ -113,24 +110,4 @@ pub fn draw(c: &Comparison, metric: Metric, names: (&str, &str)) -> anyhow::Resu
         }
         draw_legend(&side, &entries, LEGEND_TOP)
     })
-}
-
-/// About six round ticks from 0 to `top`.
-fn nice_ticks(top: f64) -> Vec<f64> {
-    let raw = top / 6.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(raw);
-    (0..).map(|i| i as f64 * step).take_while(|t| *t <= top).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throughput_ticks_are_round() {
-        assert_eq!(nice_ticks(440.0), [0.0, 100.0, 200.0, 300.0, 400.0]);
-        let small = nice_ticks(1.0);
-        assert_eq!((small.len(), small[1]), (6, 0.2));
-    }
 }

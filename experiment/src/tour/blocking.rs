@@ -86,18 +86,12 @@ pub async fn run(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
     lab.shutdown(std::future::pending()).await;
 
     let op2_rps = |r: &Option<Report>| r.as_ref().map_or(0.0, |r| r.ok_rps);
+    let phase_of =
+        |label: &str, r: &Report| Phase { label: label.into(), p50: r.latency_ms.p50, p99: r.latency_ms.p99 };
     let phases = [
-        Phase { label: "1 worker, /op1 alone".into(), p50: alone.latency_ms.p50, p99: alone.latency_ms.p99 },
-        Phase {
-            label: "1 worker, /op2 running".into(),
-            p50: behind.latency_ms.p50,
-            p99: behind.latency_ms.p99,
-        },
-        Phase {
-            label: "2 workers, /op2 running".into(),
-            p50: beside.latency_ms.p50,
-            p99: beside.latency_ms.p99,
-        },
+        phase_of("1 worker, /op1 alone", &alone),
+        phase_of("1 worker, /op2 running", &behind),
+        phase_of("2 workers, /op2 running", &beside),
     ];
     let errors = alone.errors + behind.errors + beside.errors;
     Ok(Step {

@@ -27,7 +27,7 @@ pub fn latency_bars(phases: &[Phase]) -> anyhow::Result<String> {
     let rows = phases.len().max(1) as u32;
     let height = (40 + rows * ROW + 50).max(legend_height(2, 30));
     let max = phases.iter().map(|p| p.p99.max(p.p50)).fold(1.0, f64::max) * 1.15;
-    let axis = TickedAxis::linear(0.0..max, ticks(max));
+    let axis = TickedAxis::linear_from_zero(max, 5);
     canvas(height, |root| {
         let (plot, legend) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
         let mut chart = ChartBuilder::on(&plot)
@@ -78,24 +78,9 @@ pub fn latency_bars(phases: &[Phase]) -> anyhow::Result<String> {
     })
 }
 
-/// Round ticks for an axis from 0 to `max`: about five of 1, 2 or 5 times a power of ten.
-fn ticks(max: f64) -> Vec<f64> {
-    let raw = max / 5.0;
-    let power = 10f64.powf(raw.log10().floor());
-    let step =
-        [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * power).find(|s| *s >= raw).unwrap_or(power * 10.0);
-    (0..).map(|i| i as f64 * step).take_while(|v| *v <= max).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ticks_are_round_and_within_the_axis() {
-        assert_eq!(ticks(57.5), vec![0.0, 20.0, 40.0]);
-        assert_eq!(ticks(1.2), vec![0.0, 0.5, 1.0]);
-    }
 
     #[test]
     fn every_phase_has_two_labelled_bars() {

@@ -51,10 +51,11 @@ pub async fn run(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
                 .collect()
         })
         .unwrap_or_default();
-    let most =
-        tl.seconds.iter().filter_map(|s| s.admin.as_ref()?.replicas.get("node").copied()).max().unwrap_or(1);
-    let node_seconds: usize =
-        tl.seconds.iter().filter_map(|s| s.admin.as_ref()?.replicas.get("node").copied()).sum();
+    // The group's replicas, second by second.
+    let replicas: Vec<usize> =
+        tl.seconds.iter().filter_map(|s| s.admin.as_ref()?.replicas.get("node").copied()).collect();
+    let most = replicas.iter().copied().max().unwrap_or(1);
+    let node_seconds: usize = replicas.iter().sum();
     let r = &run.report;
     let mut lesson = vec![format!(
         "The autoscaler decided {} time(s): {}. It ran at most {most} node(s), {node_seconds} \

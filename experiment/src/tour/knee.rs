@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::bail;
-
-use super::scaling::{blank, sweep_in};
+use super::scaling::{blank, series, sweep_in};
 use super::setup::{self, Pace};
 use super::Step;
 use crate::report::charts;
@@ -14,9 +12,7 @@ use crate::report::charts;
 pub async fn run(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
     let loads = format!("load={}", pace.loads());
     let results = sweep_in(dir, setup::KNEE, &[&loads], None, pace).await?;
-    let Some(series) = results.series.first().filter(|s| !s.points.is_empty()) else {
-        bail!("the sweep measured nothing");
-    };
+    let series = series(&results)?;
     let rows: Vec<String> = series
         .points
         .iter()

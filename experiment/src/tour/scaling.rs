@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use super::setup::{self, Pace, Setup};
 use super::Step;
 use crate::report::charts;
-use crate::results::{Point, Results};
+use crate::results::{Point, Results, Series};
 use crate::sweep::{self, plan::Plan, SweepArgs};
 
 /// The load of steps 2 and 3: closed loop, enough connections to keep 3 workers busy.
@@ -53,21 +53,37 @@ pub(super) async fn sweep_in(
     Ok(outcome.results)
 }
 
-/// The points of the sweep's only series.
-fn points(results: &Results) -> anyhow::Result<&[Point]> {
+/// The sweep's only series, when it measured something.
+pub(super) fn series(results: &Results) -> anyhow::Result<&Series> {
     match results.series.first() {
-        Some(s) if !s.points.is_empty() => Ok(&s.points),
+        Some(s) if !s.points.is_empty() => Ok(s),
         _ => bail!("the sweep measured nothing"),
     }
 }
 
-/// `97 req/s`, and against the first point when it is not the first: `97 req/s (×1.9)`.
-fn scaled(p: &Point, first: &Point) -> String {
-    if std::ptr::eq(p, first) || first.rps <= 0.0 {
-        format!("{:.0} req/s", p.rps)
-    } else {
-        format!("{:.0} req/s (×{:.2})", p.rps, p.rps / first.rps)
-    }
+/// The points of the sweep's only series.
+fn points(results: &Results) -> anyhow::Result<&[Point]> {
+    Ok(&series(results)?.points)
+}
+
+/// `Throughput: 1 worker(s): 99 req/s, 2 worker(s): 149 req/s (×1.51), ...`: each point's
+/// rate, and after the first its ratio to the first.
+fn throughput(points: &[Point], unit: &str) -> String {
+    let first = &points[0];
+    let each = points.iter().map(|p| {
+        if std::ptr::eq(p, first) || first.rps <= 0.0 {
+            format!("{} {unit}: {:.0} req/s", p.n, p.rps)
+        } else {
+            format!("{} {unit}: {:.0} req/s (×{:.2})", p.n, p.rps, p.rps / first.rps)
+        }
+    });
+    format!("Throughput: {}.", each.collect::<Vec<_>>().join(", "))
+}
+
+/// The percentage of the point's responses that `node` served.
+fn share(p: &Point, node: &str) -> f64 {
+    let total = p.by_node.values().sum::<u64>().max(1) as f64;
+    100.0 * p.by_node.get(node).copied().unwrap_or(0) as f64 / total
 }
 
 /// A step stopped by Ctrl-C or SIGTERM (which its sweep saw first).
@@ -79,8 +95,6 @@ pub struct Interrupted;
 pub async fn vertical(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
     let results = sweep_in(dir, setup::VERTICAL, &["workers=1,2,3"], None, pace).await?;
     let points = points(&results)?;
-    let list: Vec<String> =
-        points.iter().map(|p| format!("{} worker(s): {}", p.n, scaled(p, &points[0]))).collect();
     let last = points.last().expect("not empty");
     Ok(Step {
         setup: format!(
@@ -91,7 +105,7 @@ pub async fn vertical(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
              accepted it."
         ),
         lesson: vec![
-            format!("Throughput: {}.", list.join(", ")),
+            throughput(points, "worker(s)"),
             format!(
                 "One worker is one process on one core: at most 100 of these requests a second. A \
                  second worker adds the rest of the cap, half a core; a third has nothing left to \
@@ -111,23 +125,15 @@ pub async fn vertical(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
 pub async fn horizontal(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
     let results = sweep_in(dir, setup::HORIZONTAL, &["replicas=1,2,3"], None, pace).await?;
     let points = points(&results)?;
-    let list: Vec<String> =
-        points.iter().map(|p| format!("{} node(s): {}", p.n, scaled(p, &points[0]))).collect();
     let last = points.last().expect("not empty");
-    let per_node: Vec<String> = last
-        .by_node
-        .iter()
-        .map(|(n, c)| {
-            format!("{n} {:.0}%", 100.0 * *c as f64 / last.by_node.values().sum::<u64>().max(1) as f64)
-        })
-        .collect();
+    let per_node: Vec<String> = last.by_node.keys().map(|n| format!("{n} {:.0}%", share(last, n))).collect();
     Ok(Step {
         setup: format!(
             "1, 2 and 3 nodes of one worker, each capped at half a core, behind the round-robin \
              balancer; {CONNECTIONS} connections ask for /op2 back to back."
         ),
         lesson: vec![
-            format!("Throughput: {}.", list.join(", ")),
+            throughput(points, "node(s)"),
             format!(
                 "Each node adds its half core: 50 req/s more in theory. Three nodes hold the same \
                  1.5 cores as step 2's capped node, and the balancer spread the requests over them \
@@ -149,12 +155,10 @@ pub async fn slow_node(dir: &Path, pace: Pace) -> anyhow::Result<Step> {
         sweep_in(dir, setup::SLOW_NODE, &["algorithm=round_robin,peak_ewma"], Some(RATE), pace).await?;
     let points = points(&results)?;
     let line = |p: &Point| {
-        let total = p.by_node.values().sum::<u64>().max(1) as f64;
-        let slow = p.by_node.get("slow-1").copied().unwrap_or(0) as f64;
         format!(
             "{}: the slow node answered {:.0}% of the responses, p99 {:.0} ms, {} error(s)",
             p.label.as_deref().unwrap_or("?"),
-            100.0 * slow / total,
+            share(p, "slow-1"),
             p.latency_ms.p99,
             p.errors
         )

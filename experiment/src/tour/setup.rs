@@ -122,15 +122,21 @@ pub fn topology(dir: &Path, balancer_extra: &str, body: &str) -> anyhow::Result<
     Ok((t, path))
 }
 
+/// The `balancer:` lines of [`HEALTH`], as a literal for `concat!`.
+macro_rules! health {
+    () => {
+        "  health_check: { path: /health, interval_ms: 200, timeout_ms: 1000, unhealthy_after: 1 }\n"
+    };
+}
+
 /// The health checks every step's balancer runs: quick, so a dead node leaves in a fraction
 /// of a second and a started one joins as fast.
-pub const HEALTH: &str =
-    "  health_check: { path: /health, interval_ms: 200, timeout_ms: 1000, unhealthy_after: 1 }\n";
+pub const HEALTH: &str = health!();
 
 /// [`HEALTH`], and kept-alive connections to the nodes renewed every half second: a
 /// connection stays with the worker that accepted it, so a worker added live gets requests
 /// only on connections made after it started (the lab's default renews them every 5 s).
-const RENEWED: &str = "  health_check: { path: /health, interval_ms: 200, timeout_ms: 1000, unhealthy_after: 1 }\n  upstream: { max_age_ms: 500 }\n";
+const RENEWED: &str = concat!(health!(), "  upstream: { max_age_ms: 500 }\n");
 
 /// A topology without its ports: (lines for the `balancer:` block, everything after it).
 pub type Setup = (&'static str, &'static str);

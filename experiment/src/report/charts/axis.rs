@@ -1,5 +1,6 @@
 //! An axis whose ticks the chart chooses: the HDR percentiles of the latency chart, one tick
-//! per bar in the share chart, and 1–2–5 ticks on a log latency axis. Plotters' own
+//! per bar in the share chart, 1–2–5 ticks on a log latency axis, and round ticks from 0 on a
+//! linear one. Plotters' own
 //! `with_key_points` cannot be labelled on an f64 axis (its wrapper implements no value
 //! formatter), and its log axis leaves the lower decades unlabelled on short ranges.
 
@@ -21,6 +22,12 @@ impl TickedAxis {
     /// A linear axis over `range` with ticks at `ticks`.
     pub fn linear(range: Range<f64>, ticks: Vec<f64>) -> Self {
         TickedAxis { range, log: false, ticks }
+    }
+
+    /// A linear axis from 0 to `top` with about `about` round ticks: multiples of 1, 2 or 5
+    /// times a power of ten.
+    pub fn linear_from_zero(top: f64, about: usize) -> Self {
+        TickedAxis::linear(0.0..top, round_ticks(top, about))
     }
 
     /// A log axis over `range` (both ends > 0) with ticks at 1, 2 and 5 of each decade.
@@ -71,6 +78,19 @@ impl ValueFormatter<f64> for TickedAxis {
     }
 }
 
+/// Ticks from 0 to `top`, about `about` of them: the step is the smallest 1, 2 or 5 times a
+/// power of ten that is at least `top / about`. Just 0 when `top` is not positive.
+fn round_ticks(top: f64, about: usize) -> Vec<f64> {
+    if !(top > 0.0 && top.is_finite() && about > 0) {
+        return vec![0.0];
+    }
+    let raw = top / about as f64;
+    let power = 10f64.powf(raw.log10().floor());
+    let step =
+        [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * power).find(|s| *s >= raw).unwrap_or(power * 10.0);
+    (0..).map(|i| i as f64 * step).take_while(|v| *v <= top).collect()
+}
+
 /// Ticks for a log axis from `lo` to `hi`: 1, 2 and 5 of each decade; every integer multiple
 /// when that gives fewer than three; only the powers of ten when it gives too many.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
@@ -96,6 +116,17 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_ticks_start_at_zero_and_stay_within_the_axis() {
+        assert_eq!(round_ticks(440.0, 6), [0.0, 100.0, 200.0, 300.0, 400.0]);
+        let small = round_ticks(1.0, 6);
+        assert_eq!((small.len(), small[1]), (6, 0.2));
+        assert_eq!(round_ticks(57.5, 5), [0.0, 20.0, 40.0]);
+        assert_eq!(round_ticks(1.2, 5), [0.0, 0.5, 1.0]);
+        assert_eq!(round_ticks(0.0, 5), [0.0]);
+        assert_eq!(round_ticks(f64::NAN, 5), [0.0]);
+    }
 
     #[test]
     fn log_ticks_label_every_decade_in_range() {
