@@ -12,6 +12,7 @@ fn block(min: usize, max: usize, target: f64, down_ms: u64) -> Autoscale {
         tolerance: 0.1,
         scale_down_stabilization_ms: down_ms,
         scale_up_stabilization_ms: 0,
+        cpu_initialization_period_ms: 10_000,
     }
 }
 
