@@ -126,7 +126,10 @@ fn the_autoscaler_follows_load_obeys_edits_and_scales_down_after_its_window() {
     let out = up.output();
     let printed = out.lines().filter(|l| l.starts_with("scalelab up: node: replicas")).count();
     assert_eq!(printed as u64, calm.decisions_total, "each decision printed once:\n{out}");
-    assert!(out.contains("target 0.50"), "the reason names the target:\n{out}");
+    assert!(
+        out.contains("of the 0.25-core cap (target 50%)"),
+        "the reason names the cap and the target:\n{out}"
+    );
     let _ = grown;
 
     // The dashboard drew the replicas and a marker per decision.

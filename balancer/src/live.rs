@@ -82,6 +82,10 @@ pub struct NodeSample {
     pub healthy: bool,
     /// Unix time its health last changed (or it was found).
     pub healthy_since: f64,
+    /// Unix time the balancer first listed it: its start, as far as the balancer can tell.
+    /// (Absent from older samples: 0.)
+    #[serde(default)]
+    pub found_at: f64,
     /// Responses per second over the last second.
     pub rps: f64,
     /// `/op2` responses per second over the last second.
@@ -354,6 +358,7 @@ where
                 group,
                 healthy: backends.ready(b),
                 healthy_since: unix(entry.traffic.health_since()),
+                found_at: unix(entry.found),
                 rps,
                 op2_rps: per_s(op2, prev.op2),
                 in_flight: entry.in_flight(),

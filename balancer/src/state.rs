@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use prometheus::IntCounter;
@@ -43,6 +43,10 @@ pub struct BackendEntry {
     latency: Mutex<PeakEwma>,
     /// What it served, for the live dashboard.
     pub traffic: Traffic,
+    /// When discovery first listed it: its start, as far as the balancer can tell (the
+    /// autoscaler's CPU initialization period counts from here). A backend that leaves and
+    /// comes back gets a new entry, so a new time.
+    pub found: SystemTime,
 }
 
 /// How long a latency observation weighs in the average: Finagle's and linkerd's default.
@@ -101,6 +105,7 @@ impl BackendEntry {
             in_flight: AtomicUsize::new(0),
             latency: Mutex::new(PeakEwma { value_us: EWMA_START_US, at: Instant::now() }),
             traffic: Traffic::default(),
+            found: SystemTime::now(),
         }
     }
 
@@ -205,6 +210,23 @@ mod tests {
         assert_eq!(roster.get(&addr(8081)).unwrap().requests(), 1);
         assert!(roster.get(&addr(8082)).is_none());
         assert_eq!(roster.get(&addr(8083)).unwrap().name, "node-3");
+    }
+
+    #[test]
+    fn a_backend_is_found_once_per_stay() {
+        // The time it was found is its start for the autoscaler: kept while it stays, new
+        // when it comes back.
+        let metrics = Metrics::new();
+        let roster = Roster::default();
+        let both = [(addr(8081), "node-1".into()), (addr(8082), "node-2".into())];
+        roster.replace(&both, &metrics);
+        let found = |port| roster.get(&addr(port)).unwrap().found;
+        let (first, second) = (found(8081), found(8082));
+        std::thread::sleep(Duration::from_millis(5));
+        roster.replace(&both[..1], &metrics);
+        roster.replace(&both, &metrics);
+        assert_eq!(found(8081), first);
+        assert!(found(8082) > second, "found again when it came back");
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub struct Decision {
     pub at: f64,
     pub from: usize,
     pub to: usize,
-    /// In words, e.g. `cpu 0.93 of 0.50 cap, target 0.60`.
+    /// In words, e.g. `cpu 93% of the 0.50-core cap (target 60%)`.
     pub reason: String,
 }
 

@@ -48,6 +48,9 @@ pub const MAX_QUEUE: usize = 4096;
 pub const AUTOSCALE_SYNC_MS: (u64, u64) = (500, 600_000);
 /// An autoscaler's stabilization windows, ms: from none to 1 hour.
 pub const AUTOSCALE_WINDOW_MS: (u64, u64) = (0, 3_600_000);
+/// An autoscaler's CPU initialization period, ms: from none to 10 minutes (Kubernetes'
+/// default, 5 minutes, fits).
+pub const AUTOSCALE_CPU_INITIALIZATION_MS: (u64, u64) = (0, 600_000);
 /// The largest autoscaler tolerance (a relative distance from the target).
 pub const MAX_AUTOSCALE_TOLERANCE: f64 = 1.0;
 /// Autoscaler targets per metric, (lowest, highest): `cpu` is a fraction of the node's cap,

@@ -314,6 +314,11 @@ pub struct Autoscale {
     /// A scale-up takes the lowest recommendation of this window, ms (HPA: 0).
     #[serde(default)]
     pub scale_up_stabilization_ms: u64,
+    /// For metric `cpu`: how long after a node starts its CPU samples are set aside while it
+    /// is not ready or before it became ready, ms (Kubernetes: the controller-manager flag
+    /// `--horizontal-pod-autoscaler-cpu-initialization-period`, 5 min).
+    #[serde(default = "default_cpu_initialization_period_ms")]
+    pub cpu_initialization_period_ms: u64,
 }
 
 /// The per-node metric an autoscaler follows.
@@ -549,6 +554,9 @@ fn default_sync_ms() -> u64 {
 }
 fn default_tolerance() -> f64 {
     0.1
+}
+fn default_cpu_initialization_period_ms() -> u64 {
+    10_000
 }
 fn default_scale_down_stabilization_ms() -> u64 {
     60_000

@@ -378,6 +378,7 @@ nodes:
         assert_eq!((a.min_replicas, a.max_replicas, a.metric, a.target), (1, 4, AutoscaleMetric::Cpu, 0.6));
         assert_eq!((a.sync_ms, a.tolerance), (5000, 0.1));
         assert_eq!((a.scale_down_stabilization_ms, a.scale_up_stabilization_ms), (60_000, 0));
+        assert_eq!(a.cpu_initialization_period_ms, 10_000);
         // Ports and processes are reserved for max_replicas.
         assert_eq!(t.nodes[0].max_replicas(), 4);
         assert_eq!(t.processes(), 1 + 4 * 2);
@@ -423,6 +424,13 @@ nodes:
                 "target: 0.6\n      scale_down_stabilization_ms: 3600001",
                 "nodes[0].autoscale.scale_down_stabilization_ms",
                 "0 to 3600000 ms",
+                13,
+            ),
+            (
+                "target: 0.6",
+                "target: 0.6\n      cpu_initialization_period_ms: 600001",
+                "nodes[0].autoscale.cpu_initialization_period_ms",
+                "0 to 600000 ms",
                 13,
             ),
             ("    cpus: 0.5\n", "", "nodes[0].autoscale.metric", "expected `cpus` on this group", 10),

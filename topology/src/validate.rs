@@ -245,6 +245,12 @@ fn check_autoscale(g: &NodeGroup, a: &Autoscale, at: &dyn Fn(&str) -> String, ou
         "ms",
     );
     out.in_range(a.scale_up_stabilization_ms, AUTOSCALE_WINDOW_MS, &field("scale_up_stabilization_ms"), "ms");
+    out.in_range(
+        a.cpu_initialization_period_ms,
+        AUTOSCALE_CPU_INITIALIZATION_MS,
+        &field("cpu_initialization_period_ms"),
+        "ms",
+    );
 }
 
 /// The whole lab's process count (autoscaled groups at their `max_replicas`): big topologies

@@ -8,6 +8,7 @@
 //! | `scale_down_stabilization_ms`, `scale_up_stabilization_ms` | `behavior.scaleDown` / `scaleUp.stabilizationWindowSeconds`, rounded up to whole seconds |
 //! | `tolerance` | Kubernetes' default, 0.1, when it is 0.1; otherwise `behavior.*.tolerance` (Kubernetes 1.33+) |
 //! | `sync_ms` | none: the cluster's `--horizontal-pod-autoscaler-sync-period` (15 s) |
+//! | `cpu_initialization_period_ms` | none: the cluster's `--horizontal-pod-autoscaler-cpu-initialization-period` (5 min) and `--horizontal-pod-autoscaler-initial-readiness-delay` (30 s), flags of the controller manager |
 //!
 //! Why a metric Kubernetes does not measure is rendered, not refused: the topology is valid
 //! and the other files render from it; refusing would take `compose.yaml` away from a user who
