@@ -78,27 +78,40 @@ fn bad_stages_and_thresholds_are_refused_before_anything_is_sent() {
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let hgrm_in_nowhere = "/nonexistent-scalelab-dir/run.hgrm";
-    let cases: [(&[&str], i32, &[&str]); 12] = [
+    // Files nobody may create, root included: /proc takes no new files.
+    let hgrm_unwritable = "/proc/scalelab-run.hgrm";
+    let cases: [(&[&str], i32, &[&str]); 15] = [
         (&["--stages", "10s:x"], 2, &["--stages", "stage 1 `10s:x`", "not a target"]),
         (&["--stages", "10s:5,20q:5"], 2, &["--stages", "stage 2 `20q:5`", "not a duration"]),
         (&["--stages", "50m:5,20m:5"], 2, &["--stages", "at most 1h"]),
+        (
+            &["--stages", "18446744073709551615s:1"],
+            2,
+            &["--stages", "stage 1 `18446744073709551615s:1`: lasts", "at most 1h in all"],
+        ),
         (&["--stages", "10s:0"], 2, &["--stages", "every target is 0"]),
-        (&["--stages", "10s:20000000"], 1, &["--stages: stage 1", "above 10000000 req/s"]),
+        (&["--stages", "10s:20000000"], 2, &["--stages: stage 1", "above 10000000 req/s"]),
         (
             &["--stages", "10s:200000", "--stages-of", "connections"],
-            1,
+            2,
             &["--stages: stage 1", "100000 connections"],
         ),
         (
             &["--stages", "10s:4", "--stages-of", "connections", "--connections", "8"],
-            1,
+            2,
             &["--connections: not with --stages-of connections"],
         ),
         (&["--stages", "10s:5", "--rate", "10"], 2, &["--rate", "--stages"]),
         (&["--slo", "p98<1ms"], 2, &["--slo", "unknown metric `p98`"]),
         (&["--slo", "p99<250"], 2, &["--slo", "needs a unit"]),
         (&["--admin", "http://127.0.0.1:9"], 2, &["--timeline"]),
-        (&["--hdr", hgrm_in_nowhere], 1, &["--hdr", "does not exist"]),
+        (&["--hdr", hgrm_in_nowhere], 2, &["--hdr", "does not exist"]),
+        (
+            &["--hdr", hgrm_unwritable, "--slo", "p99<1s"],
+            2,
+            &["--hdr /proc/scalelab-run.hgrm: cannot write it"],
+        ),
+        (&["--timeline", "/proc/self"], 2, &["--timeline: cannot write /proc/self/timeline.json"]),
     ];
     for (args, want_code, want) in cases {
         let mut full = vec!["--url", url.as_str()];
