@@ -217,6 +217,24 @@ nodes:
     }
 
     #[test]
+    fn a_value_that_cannot_be_read_hides_only_the_rules_that_read_it() {
+        // nodes[0].workers is no number: the process count, which reads it, waits; the port
+        // clash with nodes[1], which does not, is listed.
+        let src = GOOD.replace("workers: 4", "workers: lots").replace("port: 8091", "port: 8081");
+        let p = problems(&src);
+        let found: Vec<_> = p.iter().map(|p| (p.path.as_str(), p.line)).collect();
+        assert_eq!(found, [("nodes[0].workers", 12), ("nodes[1].port", 18)], "{p:#?}");
+        assert!(p[0].message.contains("invalid type: string \"lots\", expected usize"), "{p:#?}");
+        assert!(p[1].message.contains("clashes with nodes[0]"), "{p:#?}");
+        // An empty file lacks both required sections.
+        let p = problems("");
+        assert_eq!(
+            p.iter().map(|p| p.message.as_str()).collect::<Vec<_>>(),
+            ["missing field `balancer`", "missing field `nodes`"]
+        );
+    }
+
+    #[test]
     fn node_port_on_balancer_port_clashes() {
         let p = only_problem(&GOOD.replace("port: 8091", "port: 8078"), "nodes[1].port", 18);
         assert!(p.message.contains("balancer.listen"), "{}", p.message);

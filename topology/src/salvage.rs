@@ -259,6 +259,13 @@ impl Repair<'_> {
                 true
             }
             Some((last, parent)) => match (last, get_mut(value, parent)) {
+                (Step::Key(k), Some(v @ Value::Null)) => {
+                    // An empty document or section: a mapping to fill.
+                    let mut m = serde_yaml::Mapping::new();
+                    m.insert(Value::String(k.clone()), stand_in);
+                    *v = Value::Mapping(m);
+                    true
+                }
                 (Step::Key(k), Some(Value::Mapping(m))) => {
                     m.insert(Value::String(k.clone()), stand_in);
                     true
@@ -357,29 +364,24 @@ fn readable_prefix(src: &str, error_line: usize) -> (&str, Value) {
 }
 
 /// Whether problem `p` could come from the unread value at `unread`: it is at, under or over
-/// it (not the document itself), names it or the item holding it (`nodes[0]`), or, within
-/// the same item or section, names its field.
+/// it (not the document itself), names it (`balancer.listen`, `workload.max_queue`), or, within
+/// the same item or section, names its field (`metric`, `cpus`, `min_replicas`). Other rules
+/// do not read it; a stand-in's out-of-the-way values keep them from clashing with it.
 fn touches(p: &Problem, unread: &str) -> bool {
     if unread.is_empty() {
         return true;
     }
     let path = p.path.as_str();
-    if within(path, unread) || (!path.is_empty() && within(unread, path)) {
+    if within(path, unread) || (!path.is_empty() && within(unread, path)) || mentions(&p.message, unread) {
         return true;
     }
-    let named = std::iter::once(unread).chain(items(unread)).any(|u| mentions(&p.message, u));
-    let field = unread.rsplit(['.', '[']).next().unwrap_or(unread);
-    named || (scope(path) == scope(unread) && mentions(&p.message, field))
+    let field = unread.rsplit_once('.').map_or(unread, |(_, f)| f);
+    !field.ends_with(']') && scope(path) == scope(unread) && mentions(&p.message, field)
 }
 
 /// Whether `path` is `of` or lies under it.
 fn within(path: &str, of: &str) -> bool {
     path.strip_prefix(of).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-}
-
-/// The sequence items that hold `path`: `nodes[0]` for `nodes[0].autoscale.target`.
-fn items(path: &str) -> impl Iterator<Item = &str> {
-    path.match_indices(']').map(move |(i, _)| &path[..=i]).filter(move |p| p.len() < path.len())
 }
 
 /// The item (`nodes[0]`) or top-level section (`balancer`) that `path` belongs to.
@@ -503,8 +505,9 @@ mod tests {
             ("nodes[0].autoscale.metric", "nodes[0].autoscale.target", "for metric cpu", false),
             ("nodes[0].cpus", "nodes[0].autoscale.metric", "expected `cpus` on this group", false),
             ("nodes[1].cpus", "nodes[0].autoscale.metric", "expected `cpus` on this group", true),
-            ("nodes[0].port", "nodes[1].port", "clashes with nodes[0] (8081..=8082)", false),
-            ("nodes[0].port", "nodes[11].port", "clashes with nodes[10] (8081..=8082)", true),
+            ("nodes[0]", "nodes[1].port", "clashes with nodes[0] (8081..=8082)", false),
+            ("nodes[0].workers", "nodes[1].port", "clashes with nodes[0] (8081..=8082)", true),
+            ("nodes[1]", "nodes[11].port", "clashes with nodes[10] (8081..=8082)", true),
             ("workload.max_queue", "balancer.upstream.read_timeout_ms", "(workload.max_queue + 1)", false),
             ("balancer.listen", "nodes[0].port", "apart from balancer.listen (127.0.0.1:8080)", false),
             ("balancer.algorithm", "balancer.threads", "expected 1 to 8 threads", true),
