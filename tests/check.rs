@@ -104,3 +104,44 @@ fn bom_multiple_documents_and_bytes_that_are_not_utf8() {
     assert_eq!(code, 1);
     assert!(stderr.contains("line 2 column 17: expected UTF-8 text, found byte 0xe9"), "{stderr}");
 }
+
+/// Four mistakes of four kinds in three sections: one run lists them all, each with its line.
+#[test]
+fn four_mistakes_of_different_kinds_are_listed_in_one_run() {
+    let f = TopologyFile::new(
+        "balancer:\n  listen: 127.0.0.1:8080\n  admin: 127.0.0.1:9090\n  algorithm: fastest\n\
+         workload:\n  op2_cpu_ms: 20\n  max_cpu_ms: 60000\n\
+         nodes:\n  - name: node\n    replicas: 2\n    wrokers: 2\n    workers: 2\n    cpus: -1\n    port: 8081\n",
+    );
+    let (code, stdout, stderr) = run_scalelab(&["check", f.path_str()], T);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("(4 problems)"), "{stderr}");
+    for want in [
+        "line 4 column 3: balancer.algorithm: unknown variant `fastest`, expected one of `round_robin`",
+        "line 7 column 3: workload.max_cpu_ms: expected 1 to 10000 ms, found 60000",
+        "line 11 column 5: nodes[0].wrokers: unknown field `wrokers`",
+        "line 13 column 5: nodes[0].cpus: expected a number of cores from 0.01 to 1024",
+    ] {
+        assert!(stderr.contains(want), "expected {want:?} in:\n{stderr}");
+    }
+}
+
+/// A syntax error ends the reading: it says so, and what came before it is still checked.
+#[test]
+fn a_syntax_error_says_the_rest_is_unread_and_problems_before_it_are_listed() {
+    let f = TopologyFile::new(
+        "balancer:\n  listen: 127.0.0.1:8080\n  admin: 127.0.0.1:9090\n  threads: 0\n\
+         workload: { op2_cpu_ms: 5\n\
+         nodes:\n  - name: node\n    replicas: 1\n    workers: 0\n    port: 8081\n",
+    );
+    let (code, stdout, stderr) = run_scalelab(&["check", f.path_str()], T);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("(2 problems)"), "{stderr}");
+    assert!(stderr.contains("line 4 column 3: balancer.threads: expected 1 to"), "{stderr}");
+    assert!(stderr.contains("YAML syntax: did not find expected ',' or '}'"), "{stderr}");
+    assert!(
+        stderr.contains("the rest of the file, from line 5 on, could not be read"),
+        "the syntax error says what was not read:\n{stderr}"
+    );
+    assert!(!stderr.contains("workers"), "nothing past the syntax error is listed:\n{stderr}");
+}

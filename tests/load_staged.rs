@@ -78,27 +78,40 @@ fn bad_stages_and_thresholds_are_refused_before_anything_is_sent() {
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let hgrm_in_nowhere = "/nonexistent-scalelab-dir/run.hgrm";
-    let cases: [(&[&str], i32, &[&str]); 12] = [
+    // Files nobody may create, root included: /proc takes no new files.
+    let hgrm_unwritable = "/proc/scalelab-run.hgrm";
+    let cases: [(&[&str], i32, &[&str]); 15] = [
         (&["--stages", "10s:x"], 2, &["--stages", "stage 1 `10s:x`", "not a target"]),
         (&["--stages", "10s:5,20q:5"], 2, &["--stages", "stage 2 `20q:5`", "not a duration"]),
         (&["--stages", "50m:5,20m:5"], 2, &["--stages", "at most 1h"]),
+        (
+            &["--stages", "18446744073709551615s:1"],
+            2,
+            &["--stages", "stage 1 `18446744073709551615s:1`: lasts", "at most 1h in all"],
+        ),
         (&["--stages", "10s:0"], 2, &["--stages", "every target is 0"]),
-        (&["--stages", "10s:20000000"], 1, &["--stages: stage 1", "above 10000000 req/s"]),
+        (&["--stages", "10s:20000000"], 2, &["--stages: stage 1", "above 10000000 req/s"]),
         (
             &["--stages", "10s:200000", "--stages-of", "connections"],
-            1,
+            2,
             &["--stages: stage 1", "100000 connections"],
         ),
         (
             &["--stages", "10s:4", "--stages-of", "connections", "--connections", "8"],
-            1,
+            2,
             &["--connections: not with --stages-of connections"],
         ),
         (&["--stages", "10s:5", "--rate", "10"], 2, &["--rate", "--stages"]),
         (&["--slo", "p98<1ms"], 2, &["--slo", "unknown metric `p98`"]),
         (&["--slo", "p99<250"], 2, &["--slo", "needs a unit"]),
         (&["--admin", "http://127.0.0.1:9"], 2, &["--timeline"]),
-        (&["--hdr", hgrm_in_nowhere], 1, &["--hdr", "does not exist"]),
+        (&["--hdr", hgrm_in_nowhere], 2, &["--hdr", "does not exist"]),
+        (
+            &["--hdr", hgrm_unwritable, "--slo", "p99<1s"],
+            2,
+            &["--hdr /proc/scalelab-run.hgrm: cannot write it"],
+        ),
+        (&["--timeline", "/proc/self"], 2, &["--timeline: cannot write /proc/self/timeline.json"]),
     ];
     for (args, want_code, want) in cases {
         let mut full = vec!["--url", url.as_str()];
@@ -289,4 +302,103 @@ fn a_sweep_keeps_one_hgrm_per_point() {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The stage table counts a request in the stage that sent it, with its outcome whenever it
+/// came: a backlog that a busy stage leaves to a quiet one is the busy stage's, and no stage
+/// shows more answers than it sent.
+#[test]
+fn each_stage_counts_the_outcomes_of_the_requests_it_sent() {
+    let (_node, addr) = start_node(1);
+    let url = format!("http://{addr}");
+    // One worker serves about 25 of these a second: the first stage offers 60 a second and
+    // leaves a queue (up to the node's 32), answered while the second stage sends 2 a second.
+    let (code, stdout, stderr) = load(&[
+        "--url",
+        &url,
+        "--path",
+        "/op2?cpu_ms=40",
+        "--stages",
+        "0s:60,2s:60,0s:2,2s:2",
+        "--connections",
+        "64",
+        "--json",
+    ]);
+    assert!(code == 0 || code == 1, "{stdout}\n{stderr}");
+    let r = report(&stdout, &stderr);
+    let by: Vec<(usize, u64, u64, u64)> =
+        r.by_stage.iter().map(|s| (s.stage, s.sent, s.ok, s.errors)).collect();
+    assert_eq!(by.iter().map(|b| b.0).collect::<Vec<_>>(), [2, 4], "{by:?}");
+    for &(stage, sent, ok, errors) in &by {
+        assert!(ok + errors <= sent, "stage {stage}: {ok} ok and {errors} errors of {sent} sent: {by:?}");
+    }
+    assert!(by[0].1 >= 100 && by[1].1 <= 6, "{by:?}");
+    let finished: u64 = r.by_stage.iter().map(|s| s.ok + s.errors).sum();
+    assert_eq!(finished, r.requests, "every finished request is in the stage that sent it: {by:?}");
+}
+
+/// Stages at 0 at the end are a quiet period the run still lasts through and records, in
+/// both load models.
+#[test]
+fn zero_target_stages_at_the_end_still_run() {
+    let (_node, addr) = start_node(1);
+    let url = format!("http://{addr}");
+    for of in ["rate", "connections"] {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("timeline");
+        let stages = if of == "rate" { "0s:20,1s:20,0s:0,2s:0" } else { "0s:2,1s:2,0s:0,2s:0" };
+        let started = Instant::now();
+        let (code, stdout, stderr) = load(&[
+            "--url",
+            &url,
+            "--stages",
+            stages,
+            "--stages-of",
+            of,
+            "--timeline",
+            dir.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{of}: {stdout}\n{stderr}");
+        let r = report(&stdout, &stderr);
+        assert!(started.elapsed() >= Duration::from_secs(3), "{of}: over after {:?}", started.elapsed());
+        assert!((2.95..4.0).contains(&r.duration_s), "{of}: the run lasted {} s of 3", r.duration_s);
+        let quiet = r.by_stage.last().expect("a stage table");
+        assert_eq!(
+            (quiet.stage, quiet.from_s, quiet.to_s, quiet.sent),
+            (4, 1, 3, 0),
+            "{of}: {:?}",
+            r.by_stage
+        );
+        let t: Timeline =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(TIMELINE_JSON)).unwrap()).unwrap();
+        let sent: Vec<u64> = t.seconds.iter().map(|s| s.load.sent).collect();
+        assert_eq!(sent.len(), 3, "{of}: a row for every second of the stages: {sent:?}");
+        assert!(sent[0] > 0 && sent[1..] == [0, 0], "{of}: {sent:?}");
+    }
+}
+
+/// The warning about --connections counts the requests they held back, and is not given when
+/// none was.
+#[test]
+fn only_requests_that_found_every_connection_busy_blame_the_connections() {
+    let (_node, addr) = start_node(1);
+    let url = format!("http://{addr}");
+    // 64 connections for 50 quick requests a second: a connection is always free.
+    let args = ["--url", &url, "--stages", "0s:50,2s:50", "--connections", "64"];
+    let (code, stdout, stderr) = load(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("connections busy") && !stdout.contains("--connections"), "{stdout}");
+    let (_, stdout, stderr) = load(&[&args[..], &["--json"]].concat());
+    let schedule = report(&stdout, &stderr).schedule.expect("open loop");
+    assert_eq!((schedule.waited, schedule.missed), (0, 0), "{schedule:?}");
+
+    // One connection for 40 requests a second of 50 ms each: most requests wait for it.
+    let args = ["--url", &url, "--path", "/op2?cpu_ms=50", "--stages", "0s:40,2s:40", "--connections", "1"];
+    let (_, stdout, stderr) = load(&[&args[..], &["--json"]].concat());
+    let s = report(&stdout, &stderr).schedule.expect("open loop");
+    assert!(s.waited > 10 && s.waited <= s.late, "{s:?}");
+    // In text, the warning says how many (this run's own count: it has no --json to compare).
+    let (_, stdout, _) = load(&args);
+    assert!(stdout.contains("requests found all 1 connections busy when they were due"), "{stdout}");
 }

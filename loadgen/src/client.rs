@@ -22,7 +22,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::report::{Aggregate, ErrorKind, Sample};
+use crate::report::{Aggregate, ErrorKind, Sample, LATE_AFTER};
 use crate::schedule::Schedule;
 use crate::seconds::Seconds;
 
@@ -87,6 +87,10 @@ pub async fn run_connection(shared: Arc<Shared>, index: usize) -> Aggregate {
     // One timer for every request of this connection (see `until`).
     let mut alarm = pin!(tokio::time::sleep_until((now + shared.timeout).into()));
     while let Some(ticket) = shared.schedule.next_ticket(now, index) {
+        if ticket.intended.is_some_and(|at| now.saturating_duration_since(at) > LATE_AFTER) {
+            // Handed out after it was due: no connection was free to wait for it.
+            agg.push_wait();
+        }
         if let Some(at) = ticket.intended.or(ticket.not_before) {
             // An open-loop request is due at `at` and its connection should be ready then; a
             // connection waiting for its turn in a ramp stays closed until the turn comes.
@@ -94,7 +98,7 @@ pub async fn run_connection(shared: Arc<Shared>, index: usize) -> Aggregate {
             now = Instant::now();
         }
         let sent = now;
-        per_second.at(sent).push_sent();
+        per_second.sent(sent);
         let begin = match ticket.intended {
             Some(at) => {
                 agg.push_lag(sent.saturating_duration_since(at));
@@ -120,12 +124,12 @@ pub async fn run_connection(shared: Arc<Shared>, index: usize) -> Aggregate {
                     node: header(&parts, &X_NODE),
                     worker: header(&parts, &X_WORKER),
                 };
-                per_second.at(now).push_response(sample.status, sample.latency);
+                per_second.response(sent, now, sample.status, sample.latency);
                 agg.push(ticket.path, Ok(sample));
             }
             Some(Err(kind)) => {
                 conn = None;
-                per_second.at(now).push_failure();
+                per_second.failure(sent, now);
                 agg.push(ticket.path, Err(kind));
                 if kind == ErrorKind::Connect {
                     let backoff = now + CONNECT_BACKOFF;
@@ -139,7 +143,7 @@ pub async fn run_connection(shared: Arc<Shared>, index: usize) -> Aggregate {
             }
             None => {
                 conn = None;
-                per_second.at(now).push_failure();
+                per_second.failure(sent, now);
                 agg.push(ticket.path, Err(ErrorKind::Timeout));
             }
         }

@@ -267,9 +267,8 @@ impl LoadConfig {
         if stages.stages.iter().all(|s| s.target == 0.0) {
             return invalid("--stages", "every target is 0: nothing would be sent".into());
         }
-        let total: f64 = stages.stages.iter().map(|s| s.duration_s).sum();
-        let staged = Duration::from_secs_f64(total);
-        if total <= 0.0 || staged > crate::stages::MAX_STAGED_DURATION || self.duration != Some(staged) {
+        let staged = crate::stages::total_duration(&stages.stages);
+        if staged.is_zero() || staged > crate::stages::MAX_STAGED_DURATION || self.duration != Some(staged) {
             return invalid(
                 "--stages",
                 format!(
@@ -322,7 +321,7 @@ mod tests {
     fn validation_names_the_flag() {
         let ok = LoadConfig::new("http://127.0.0.1:1", "op1", 4, 10).unwrap();
         type Breakage = fn(&mut LoadConfig);
-        let cases: [(Breakage, &str); 9] = [
+        let cases: [(Breakage, &str); 10] = [
             (|c| c.connections = 0, "--connections"),
             (|c| c.connections = MAX_CONNECTIONS + 1, "--connections"),
             (|c| c.requests = None, "--duration"),
@@ -330,6 +329,7 @@ mod tests {
             (|c| c.rate = Some(MAX_RATE * 2.0), "--rate"),
             (|c| c.stages = Some(staged(StageTarget::Rate, "10s:20000000")), "--stages"),
             (|c| c.stages = Some(staged(StageTarget::Connections, "10s:2.5")), "--stages"),
+            (|c| c.stages = Some(Stages { of: StageTarget::Rate, stages: vec![huge_stage()] }), "--stages"),
             (|c| c.timeout = Duration::ZERO, "--timeout"),
             (|c| c.threads = 0, "--threads"),
         ];
@@ -339,6 +339,11 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.starts_with(flag), "{err}");
         }
+    }
+
+    /// A stage built by hand, longer than any `Duration`: refused, not a panic.
+    fn huge_stage() -> crate::stages::Stage {
+        crate::stages::Stage { duration_s: u64::MAX as f64 * 2.0, target: 1.0 }
     }
 
     fn staged(of: StageTarget, stages: &str) -> Stages {

@@ -18,6 +18,8 @@
 //!   tickets into requests and pushes each outcome into the connection's own aggregate.
 //! - `report.rs`: [`Aggregate`] (`push`, `merge`; pure) and the serde [`Report`] it becomes.
 //! - `seconds.rs`: [`Seconds`], the run second by second ([`SecondRow`]), for `--timeline`.
+//! - `by_stage.rs`: a staged run stage by stage ([`StageSummary`]), each request counted in
+//!   the stage that sent it.
 //! - `runner.rs`: one run: resolve, start the connections, merge, report ([`Run`]).
 //! - `slo.rs`: `--slo` thresholds ([`Slo`]) and their verdicts ([`Threshold`]).
 //! - `printer.rs`: the report as a text summary or JSON.
@@ -29,6 +31,7 @@
 //! around them (printing, files, exit status) is the CLI's (`src/load.rs`).
 
 mod arrivals;
+mod by_stage;
 mod client;
 mod config;
 pub mod hgrm;
@@ -48,6 +51,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub use arrivals::{Arrivals, DEFAULT_SEED as DEFAULT_ARRIVAL_SEED};
+pub use by_stage::StageSummary;
 pub use config::{
     parse_rate, parse_url, BaseUrl, LoadConfig, LoadError, DEFAULT_CONNECTIONS, MAX_CONNECTIONS, MAX_RATE,
 };
@@ -59,7 +63,7 @@ pub use report::{
 };
 pub use runner::Run;
 pub use schedule::{Pace, Schedule, Ticket};
-pub use seconds::{SecondRow, Seconds, StageSummary, MAX_SECONDS};
+pub use seconds::{SecondRow, Seconds, MAX_SECONDS};
 pub use slo::{judge, Slo, Threshold, EXIT_THRESHOLD_FAILED, MAX_SLOS};
 pub use stages::{Curve, Stage, StageList, StageTarget, Stages, MAX_STAGED_DURATION, MAX_STAGES};
 

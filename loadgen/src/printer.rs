@@ -100,16 +100,28 @@ pub fn text(r: &Report) -> String {
             "\nSchedule    {} planned, {} sent, {} missed, {} late (>10 ms), max lag {:.1} ms",
             s.planned, s.sent, s.missed, s.late, s.max_lag_ms
         );
-        if s.missed > 0 || s.late * 100 > s.sent {
-            let rate = match r.rate {
-                Some(rate) => format!("--rate {}", fmt_num(rate)),
-                None => "the --stages rates".to_string(),
-            };
+        let rate = match r.rate {
+            Some(rate) => format!("--rate {}", fmt_num(rate)),
+            None => "the --stages rates".to_string(),
+        };
+        let held_back = s.waited + s.missed;
+        if held_back > 0 {
             let _ = writeln!(
                 o,
-                "  warning: fell behind {rate}: either the server is saturated (the latencies show its\n  \
-                 queue) or there are too few --connections to keep {} requests in flight",
-                r.connections
+                "  warning: fell behind {rate}: {held_back} requests found all {c} connections busy when \
+                 they were due\n  ({} sent late, {} never sent). Either the server is saturated (the \
+                 latencies show its queue)\n  or {c} connections cannot hold the requests in flight: \
+                 raise --connections",
+                s.waited,
+                s.missed,
+                c = r.connections,
+            );
+        } else if s.late * 100 > s.sent {
+            let _ = writeln!(
+                o,
+                "  note: {} requests left more than 10 ms late although a connection was free: the load\n  \
+                 generator itself woke late (a busy CPU); their latencies include the delay",
+                s.late
             );
         }
     }
@@ -195,6 +207,7 @@ fn stages(o: &mut String, r: &Report) {
             ms(s.p99_ms)
         );
     }
+    let _ = writeln!(o, "  (a stage counts the requests it sent, and their outcomes whenever they came)");
 }
 
 /// The `--slo` verdicts, last so that a CI log ends with them.
@@ -379,23 +392,36 @@ mod tests {
         assert!(t.contains("p99.9"), "{t}");
     }
 
+    fn open_loop(schedule: ScheduleReport) -> Report {
+        Report { mode: Mode::Open, rate: Some(1000.0), schedule: Some(schedule), ..report() }
+    }
+
     #[test]
-    fn open_loop_warns_when_behind() {
-        let r = Report {
-            mode: Mode::Open,
-            rate: Some(1000.0),
-            schedule: Some(ScheduleReport {
-                planned: 2000,
-                sent: 1500,
-                missed: 500,
-                late: 0,
-                max_lag_ms: 40.0,
-            }),
-            ..report()
-        };
-        let t = text(&r);
+    fn open_loop_warns_when_behind_and_counts_what_the_connections_held_back() {
+        let schedule =
+            ScheduleReport { planned: 2000, sent: 1500, missed: 500, late: 40, max_lag_ms: 40.0, waited: 30 };
+        let t = text(&open_loop(schedule));
         assert!(t.contains("open loop at 1000 req/s"), "{t}");
-        assert!(t.contains("fell behind --rate 1000"), "{t}");
+        assert!(
+            t.contains("warning: fell behind --rate 1000: 530 requests found all 4 connections busy"),
+            "{t}"
+        );
+        assert!(t.contains("(30 sent late, 500 never sent)"), "{t}");
+    }
+
+    #[test]
+    fn late_sends_with_a_free_connection_do_not_blame_the_connections() {
+        // 2 of 100 left late, none for want of a connection: the load generator woke late.
+        let schedule =
+            ScheduleReport { planned: 100, sent: 100, missed: 0, late: 2, max_lag_ms: 27.8, waited: 0 };
+        let t = text(&open_loop(schedule));
+        assert!(!t.contains("--connections") && !t.contains("warning"), "{t}");
+        assert!(
+            t.contains("note: 2 requests left more than 10 ms late although a connection was free"),
+            "{t}"
+        );
+        let on_time = ScheduleReport { late: 1, ..schedule };
+        assert!(!text(&open_loop(on_time)).contains("note:"), "1% late or less is no news");
     }
 
     #[test]

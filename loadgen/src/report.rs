@@ -83,6 +83,9 @@ pub struct Aggregate {
     /// Open loop: sends later than [`LATE_AFTER`], and the largest delay seen, in µs.
     late: u64,
     max_lag_us: u64,
+    /// Open loop: requests handed to a connection later than [`LATE_AFTER`] after they were
+    /// due, because every connection was busy.
+    waited: u64,
     /// Requests resent once on a new connection (see `Report::retried`).
     retried: u64,
 }
@@ -113,6 +116,7 @@ impl Aggregate {
             in_flight_at_end: 0,
             late: 0,
             max_lag_us: 0,
+            waited: 0,
             retried: 0,
         }
     }
@@ -166,6 +170,14 @@ impl Aggregate {
         }
     }
 
+    /// Counts an open-loop request that found every connection busy when it was due: it was
+    /// handed to one more than [`LATE_AFTER`] late. (A free connection takes the next request
+    /// as soon as it is free and waits for its instant, so a request is handed out late only
+    /// when none was free.)
+    pub fn push_wait(&mut self) {
+        self.waited += 1;
+    }
+
     /// Counts a request that was resent on a new connection (its outcome is pushed as usual).
     pub fn push_retry(&mut self) {
         self.retried += 1;
@@ -204,6 +216,7 @@ impl Aggregate {
         self.in_flight_at_end += other.in_flight_at_end;
         self.late += other.late;
         self.max_lag_us = self.max_lag_us.max(other.max_lag_us);
+        self.waited += other.waited;
         self.retried += other.retried;
     }
 
@@ -239,6 +252,7 @@ impl Aggregate {
                 missed: run.planned.unwrap_or(sent).saturating_sub(sent),
                 late: self.late,
                 max_lag_ms: self.max_lag_us as f64 / 1000.0,
+                waited: self.waited,
             }
         });
         let fairness =
@@ -446,12 +460,17 @@ pub struct ScheduleReport {
     pub planned: u64,
     /// Requests actually sent (finished or cut off at the end).
     pub sent: u64,
-    /// Planned requests never sent because every connection was busy: raise `--connections`.
+    /// Planned requests never sent because every connection was busy until the run ended.
     pub missed: u64,
-    /// Requests sent more than 10 ms after their intended instant.
+    /// Requests sent more than 10 ms after their intended instant (for want of a free
+    /// connection, or because the load generator itself woke late).
     pub late: u64,
     /// The largest delay between an intended and an actual send, ms.
     pub max_lag_ms: f64,
+    /// Requests that found every connection busy when they were due, and were sent more than
+    /// 10 ms late for it (with `missed`, the requests `--connections` held back).
+    #[serde(default)]
+    pub waited: u64,
 }
 
 /// The result of a run: what `--json` prints, field for field.
@@ -666,13 +685,14 @@ mod tests {
             a.push_lag(Duration::from_millis(1));
         }
         a.push_lag(Duration::from_millis(30));
+        a.push_wait();
         a.push_cut_off();
         let info = RunInfo { rate: Some(50.0), planned: Some(100), ..run_info(&["/"]) };
         let r = a.report(&info);
         assert_eq!(r.mode, Mode::Open);
         assert_eq!(
             r.schedule,
-            Some(ScheduleReport { planned: 100, sent: 91, missed: 9, late: 1, max_lag_ms: 30.0 })
+            Some(ScheduleReport { planned: 100, sent: 91, missed: 9, late: 1, max_lag_ms: 30.0, waited: 1 })
         );
     }
 

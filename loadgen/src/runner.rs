@@ -53,7 +53,7 @@ pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Run, LoadEr
         schedule,
         timeout: cfg.timeout,
         done: AtomicU64::new(0),
-        seconds: Seconds::new(start, cfg.duration),
+        seconds: Seconds::new(start, cfg.duration, cfg.stages.as_ref()),
     });
     let progress = show_progress.then(|| Progress::start(shared.clone(), cfg.duration, cfg.requests));
 
@@ -67,6 +67,12 @@ pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Run, LoadEr
             Ok(agg) => total.merge(&agg),
             Err(e) => failure = Some(LoadError::Worker(e.to_string())),
         }
+    }
+    // A staged run lasts as long as its stages. The connections are done once no request is
+    // left to send, but stages at 0 after that are a quiet period the run (and what watches it:
+    // the timeline, the balancer's autoscaler) still goes through.
+    if let (Some(_), Some(end)) = (&cfg.stages, shared.schedule.deadline()) {
+        tokio::time::sleep_until(end.into()).await;
     }
     let elapsed = start.elapsed();
     if let Some(p) = progress {
@@ -85,9 +91,7 @@ pub async fn execute(cfg: LoadConfig, show_progress: bool) -> Result<Run, LoadEr
         planned,
         paths,
     });
-    if let Some(stages) = &cfg.stages {
-        report.by_stage = shared.seconds.stage_summaries(stages);
-    }
+    report.by_stage = shared.seconds.stage_summaries();
     Ok(Run {
         report,
         latency: total.latency().clone(),

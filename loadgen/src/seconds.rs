@@ -11,6 +11,9 @@
 //! histogram made). A run of at most an hour has one bucket per second of its duration, and
 //! anything that finishes after it counts in its last second; a longer run, or one bounded
 //! only by `--requests`, keeps its first hour, and [`Seconds::dropped`] counts what came later.
+//!
+//! A staged run also keeps its stage table (`by_stage.rs`), counted by the time each request
+//! was sent: the same [`Recorder`] feeds both.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,7 +21,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::by_stage::{ByStage, StageSummary};
 use crate::report::MAX_LATENCY_US;
+use crate::stages::Stages;
 
 /// The most seconds a run keeps.
 pub const MAX_SECONDS: usize = 3600;
@@ -101,20 +106,21 @@ impl Tally {
     }
 }
 
-/// One second of the whole run: every connection's tallies for it, merged.
+/// One second (or one stage) of the whole run: every connection's tallies for it, merged.
 #[derive(Debug, Default)]
-struct Bucket {
-    sent: u64,
-    responses: u64,
-    ok: u64,
-    errors: u64,
-    unavailable: u64,
+pub(crate) struct Bucket {
+    pub(crate) sent: u64,
+    pub(crate) responses: u64,
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) unavailable: u64,
     /// Made on the first response of the second.
     latency: Option<Histogram<u32>>,
 }
 
 impl Bucket {
-    fn merge(&mut self, t: &Tally) {
+    /// Adds a connection's tally.
+    pub(crate) fn merge(&mut self, t: &Tally) {
         self.sent += t.sent;
         self.responses += t.responses;
         self.ok += t.ok;
@@ -131,23 +137,13 @@ impl Bucket {
         }
     }
 
-    /// Adds another second's counts and latencies to this one.
-    fn add(&mut self, other: &Bucket) {
-        self.sent += other.sent;
-        self.responses += other.responses;
-        self.ok += other.ok;
-        self.errors += other.errors;
-        self.unavailable += other.unavailable;
-        if let Some(h) = &other.latency {
-            match &mut self.latency {
-                Some(mine) => mine.add(h).expect("buckets share their bounds"),
-                None => self.latency = Some(h.clone()),
-            }
-        }
+    /// The latency at quantile `q` of the responses counted, ms; `None` without responses.
+    pub(crate) fn latency_ms(&self, q: f64) -> Option<f64> {
+        self.latency.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0)
     }
 
     fn row(&self, t: u32, offered: Option<u64>) -> SecondRow {
-        let ms = |q: f64| self.latency.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0);
+        let ms = |q: f64| self.latency_ms(q);
         SecondRow {
             t,
             offered: offered.unwrap_or(self.sent),
@@ -171,23 +167,27 @@ pub struct Seconds {
     buckets: Mutex<Vec<Bucket>>,
     /// Tallies of seconds past the last bucket (a run bounded only by a count), not kept.
     dropped: Mutex<u64>,
+    /// A staged run's stage table; `None` for a run without stages.
+    by_stage: Option<ByStage>,
 }
 
 impl Seconds {
     /// A record for a run starting at `start`, one bucket per second of `duration` (at most
-    /// [`MAX_SECONDS`]; that many when the run has no duration).
-    pub fn new(start: Instant, duration: Option<Duration>) -> Seconds {
+    /// [`MAX_SECONDS`]; that many when the run has no duration), and one per stage of
+    /// `stages`.
+    pub fn new(start: Instant, duration: Option<Duration>, stages: Option<&Stages>) -> Seconds {
         let wanted = duration.map(|d| (d.as_secs_f64().ceil() as usize).max(1));
         let bounded = wanted.is_some_and(|n| n <= MAX_SECONDS);
         let len = wanted.unwrap_or(MAX_SECONDS).min(MAX_SECONDS);
         let mut buckets = Vec::new();
         buckets.resize_with(len, Bucket::default);
-        Seconds { start, bounded, buckets: Mutex::new(buckets), dropped: Mutex::new(0) }
+        let by_stage = stages.map(|s| ByStage::new(s, len));
+        Seconds { start, bounded, buckets: Mutex::new(buckets), dropped: Mutex::new(0), by_stage }
     }
 
     /// A connection's recorder into this record.
     pub fn recorder(&self) -> Recorder<'_> {
-        Recorder { seconds: self, tally: Tally::default() }
+        Recorder { seconds: self, tally: Tally::default(), by_stage: None }
     }
 
     /// The second of the run `at` falls in.
@@ -232,96 +232,92 @@ impl Seconds {
     }
 }
 
-/// One stage of a staged run (`--stages`), summed over the seconds it covers: what the text
-/// report's `Stages` table and the JSON's `by_stage` show, so each stage's latency is read
-/// apart (a low stage's p99 is not drowned by a high one's).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageSummary {
-    /// Its position in `--stages`, from 1.
-    pub stage: usize,
-    /// The seconds of the run it covers, `from_s` to `to_s` (whole seconds: a second belongs to
-    /// the stage its middle falls in).
-    pub from_s: u32,
-    pub to_s: u32,
-    /// The target at its start and at its end (req/s, or connections).
-    pub from_target: f64,
-    pub to_target: f64,
-    /// Requests sent, 2xx responses, requests without a 2xx, 503s.
-    pub sent: u64,
-    pub ok: u64,
-    pub errors: u64,
-    pub unavailable: u64,
-    /// Latency percentiles of its responses, ms (`None` without responses).
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
-
 impl Seconds {
-    /// Each stage of `stages` (that lasts at least one whole second), summed from the
-    /// seconds recorded.
-    pub fn stage_summaries(&self, stages: &crate::stages::Stages) -> Vec<StageSummary> {
-        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::new();
-        let (mut start, mut from_target) = (0.0, 0.0);
-        for (i, stage) in stages.stages.iter().enumerate() {
-            let end = start + stage.duration_s;
-            // Second k belongs here when k + 0.5 falls in [start, end).
-            let (from, to) =
-                ((start - 0.5f64).ceil().max(0.0) as usize, (end - 0.5f64).ceil().max(0.0) as usize);
-            let to = to.min(buckets.len());
-            if from < to {
-                let mut sum = Bucket::default();
-                for b in &buckets[from..to] {
-                    sum.add(b);
-                }
-                let ms = |q: f64| sum.latency.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0);
-                out.push(StageSummary {
-                    stage: i + 1,
-                    from_s: from as u32,
-                    to_s: to as u32,
-                    from_target,
-                    to_target: stage.target,
-                    sent: sum.sent,
-                    ok: sum.ok,
-                    errors: sum.errors,
-                    unavailable: sum.unavailable,
-                    p50_ms: ms(0.5),
-                    p99_ms: ms(0.99),
-                });
-            }
-            start = end;
-            from_target = stage.target;
-        }
-        out
+    /// A staged run's stage table: each stage that lasts at least one whole second, with the
+    /// requests sent in it and their outcomes (see `by_stage.rs`); empty without stages.
+    pub fn stage_summaries(&self) -> Vec<StageSummary> {
+        self.by_stage.as_ref().map_or_else(Vec::new, ByStage::summaries)
     }
 }
 
 /// One connection's way into [`Seconds`]: counts into its tally and hands it over when the
-/// second changes or the tally is full. [`Recorder::flush`] at the end of the connection.
+/// second changes or the tally is full; in a staged run, also into a tally of the stage each
+/// request was sent in. [`Recorder::flush`] at the end of the connection.
 #[derive(Debug)]
 pub struct Recorder<'a> {
     seconds: &'a Seconds,
+    /// The second now counted: requests sent in it, responses finished in it.
     tally: Tally,
+    /// A staged run: the stage (its index) of the request in flight, and the tally of the
+    /// requests this connection sent in it. A connection has one request in flight at a
+    /// time, so its stages only move forward.
+    by_stage: Option<(usize, Tally)>,
 }
 
 impl Recorder<'_> {
+    /// Counts a request sent at `at`.
+    pub fn sent(&mut self, at: Instant) {
+        self.at(at).push_sent();
+        if let Some(t) = self.stage_of(at) {
+            t.push_sent();
+        }
+    }
+
+    /// Counts the response to the request sent at `sent`: `status` after `latency`, at `now`.
+    pub fn response(&mut self, sent: Instant, now: Instant, status: u16, latency: Duration) {
+        self.at(now).push_response(status, latency);
+        if let Some(t) = self.stage_of(sent) {
+            t.push_response(status, latency);
+        }
+    }
+
+    /// Counts the request sent at `sent` as failed, at `now`, without a response.
+    pub fn failure(&mut self, sent: Instant, now: Instant) {
+        self.at(now).push_failure();
+        if let Some(t) = self.stage_of(sent) {
+            t.push_failure();
+        }
+    }
+
     /// The tally of the second `at` falls in, after handing over an older or full one.
-    pub fn at(&mut self, at: Instant) -> &mut Tally {
+    fn at(&mut self, at: Instant) -> &mut Tally {
         let second = self.seconds.second_of(at);
         if second != self.tally.second || self.tally.is_full() {
-            self.flush();
+            self.flush_second();
             self.tally.second = second;
         }
         &mut self.tally
     }
 
-    /// Hands the current tally to the shared record.
+    /// The tally of the stage a request sent at `sent` belongs to, after handing over an
+    /// older or full one; `None` for a run without stages.
+    fn stage_of(&mut self, sent: Instant) -> Option<&mut Tally> {
+        let seconds: &Seconds = self.seconds;
+        let stage = seconds.by_stage.as_ref()?.stage_of(seconds.second_of(sent))?;
+        if self.by_stage.as_ref().is_some_and(|(at, t)| *at != stage || t.is_full()) {
+            self.flush_stage();
+        }
+        Some(&mut self.by_stage.get_or_insert_with(|| (stage, Tally::default())).1)
+    }
+
+    /// Hands the current tallies to the shared record.
     pub fn flush(&mut self) {
+        self.flush_second();
+        self.flush_stage();
+    }
+
+    fn flush_second(&mut self) {
         self.seconds.merge(&self.tally);
         // Keep the latency buffer's allocation for the next second.
         let mut latencies_us = std::mem::take(&mut self.tally.latencies_us);
         latencies_us.clear();
         self.tally = Tally { second: self.tally.second, latencies_us, ..Tally::default() };
+    }
+
+    fn flush_stage(&mut self) {
+        if let (Some((stage, tally)), Some(record)) = (self.by_stage.take(), &self.seconds.by_stage) {
+            record.merge(stage, &tally);
+        }
     }
 }
 
@@ -334,37 +330,9 @@ mod tests {
     }
 
     #[test]
-    fn stages_sum_the_seconds_they_cover() {
-        use crate::stages::{Stage, StageTarget, Stages};
-        let t0 = Instant::now();
-        let seconds = Seconds::new(t0, Some(Duration::from_secs(4)));
-        let mut r = seconds.recorder();
-        // Seconds 0 and 1 answer in 1 ms, seconds 2 and 3 in 100 ms (one a 503).
-        for (at, status, latency) in [(100, 200, 1), (1100, 200, 1), (2100, 200, 100), (3100, 503, 100)] {
-            r.at(t0 + ms(at)).push_sent();
-            r.at(t0 + ms(at)).push_response(status, ms(latency));
-        }
-        r.flush();
-        let stages = Stages {
-            of: StageTarget::Rate,
-            stages: vec![
-                Stage { duration_s: 2.0, target: 10.0 },
-                Stage { duration_s: 0.0, target: 50.0 }, // a step: no second of its own
-                Stage { duration_s: 2.0, target: 50.0 },
-            ],
-        };
-        let s = seconds.stage_summaries(&stages);
-        assert_eq!(s.iter().map(|x| (x.stage, x.from_s, x.to_s)).collect::<Vec<_>>(), [(1, 0, 2), (3, 2, 4)]);
-        assert_eq!((s[0].sent, s[0].ok, s[0].unavailable), (2, 2, 0));
-        assert_eq!((s[1].sent, s[1].ok, s[1].errors, s[1].unavailable), (2, 1, 1, 1));
-        assert!(s[0].p99_ms.unwrap() < 1.1 && s[1].p99_ms.unwrap() > 99.0, "{s:?}");
-        assert_eq!((s[1].from_target, s[1].to_target), (50.0, 50.0));
-    }
-
-    #[test]
     fn tallies_count_and_merge_into_their_second() {
         let t0 = Instant::now();
-        let seconds = Seconds::new(t0, Some(Duration::from_secs(3)));
+        let seconds = Seconds::new(t0, Some(Duration::from_secs(3)), None);
         // Connection A: second 0 sends 2, gets a 200 and a 503; second 2 gets a 200.
         let mut a = seconds.recorder();
         a.at(t0).push_sent();
@@ -394,7 +362,7 @@ mod tests {
     #[test]
     fn a_full_tally_is_handed_over_within_its_second() {
         let t0 = Instant::now();
-        let seconds = Seconds::new(t0, Some(Duration::from_secs(1)));
+        let seconds = Seconds::new(t0, Some(Duration::from_secs(1)), None);
         let mut r = seconds.recorder();
         for _ in 0..FLUSH_AFTER * 2 + 3 {
             r.at(t0).push_response(200, ms(1));
@@ -408,7 +376,7 @@ mod tests {
     #[test]
     fn a_run_without_a_duration_keeps_its_first_hour() {
         let t0 = Instant::now();
-        let seconds = Seconds::new(t0, None);
+        let seconds = Seconds::new(t0, None, None);
         let mut r = seconds.recorder();
         r.at(t0 + ms(1500)).push_sent();
         r.at(t0 + Duration::from_secs(MAX_SECONDS as u64 + 5)).push_sent();

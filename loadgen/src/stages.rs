@@ -51,9 +51,10 @@ pub struct Stage {
 pub struct StageList(pub Vec<Stage>);
 
 impl StageList {
-    /// The whole run: the stages' durations added up.
+    /// The whole run: the stages' durations added up ([`Duration::MAX`] for stages no run
+    /// could last, which parsing refuses).
     pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.0.iter().map(|s| s.duration_s).sum())
+        total_duration(&self.0)
     }
 
     /// The largest target.
@@ -74,6 +75,13 @@ impl FromStr for StageList {
                 part.split_once(':').ok_or_else(|| bad("expected DURATION:TARGET, e.g. 30s:100".into()))?;
             let duration = humantime::parse_duration(duration.trim())
                 .map_err(|e| bad(format!("`{duration}` is not a duration ({e}), e.g. 30s or 1m30s")))?;
+            if duration > MAX_STAGED_DURATION {
+                return Err(bad(format!(
+                    "lasts {}; the stages may last at most {} in all",
+                    humantime::format_duration(duration),
+                    humantime::format_duration(MAX_STAGED_DURATION)
+                )));
+            }
             let target: f64 = target
                 .trim()
                 .parse()
@@ -122,8 +130,18 @@ impl Stages {
             StageTarget::Rate => "req/s",
             StageTarget::Connections => "connections",
         };
-        let total = Duration::from_secs_f64(self.stages.iter().map(|s| s.duration_s).sum());
-        format!("{} {unit} over {}", targets.join(" → "), humantime::format_duration(total))
+        let total = humantime::format_duration(total_duration(&self.stages));
+        format!("{} {unit} over {total}", targets.join(" → "))
+    }
+}
+
+/// The stages' durations added up; [`Duration::MAX`] when that is no duration at all (a
+/// negative or not finite `duration_s`, or a sum past what a `Duration` holds).
+pub fn total_duration(stages: &[Stage]) -> Duration {
+    let total: f64 = stages.iter().map(|s| s.duration_s).sum();
+    match stages.iter().all(|s| s.duration_s >= 0.0) {
+        true => Duration::try_from_secs_f64(total).unwrap_or(Duration::MAX),
+        false => Duration::MAX,
     }
 }
 
@@ -269,6 +287,10 @@ mod tests {
             ("20s:abc", "`abc` is not a target"),
             ("0s:10", "0 s in total"),
             ("30m:10,31m:10", "at most 1h"),
+            // Each stage is bounded before they are added up: no overflow, no panic.
+            ("18446744073709551615s:1", "stage 1 `18446744073709551615s:1`: lasts "),
+            ("18446744073709551615s:1", "at most 1h in all"),
+            ("1s:1,18446744073709551615s:1,18446744073709551615s:1", "stage 2"),
             ("10s:0,5s:0", "every target is 0"),
         ] {
             let err = bad.parse::<StageList>().unwrap_err();

@@ -1,6 +1,8 @@
 //! Reading a topology: bytes (bounded, UTF-8) → one YAML document → the types, with every
-//! problem placed by field path, line and column; then [`crate::validate`]'s rules. The types
-//! themselves are [`crate::model`]'s: this module depends on both, neither depends on it.
+//! problem placed by field path, line and column; then [`crate::validate`]'s rules. Every
+//! problem of a file is listed at once: [`crate::salvage`] reads past the ones serde stops at,
+//! and the rules run on what it read. The types themselves are [`crate::model`]'s: this module
+//! depends on both, neither depends on it.
 
 use std::path::Path;
 
@@ -15,25 +17,25 @@ impl Topology {
     pub fn from_yaml(src: &str) -> Result<Topology, TopologyError> {
         let src = src.strip_prefix('\u{feff}').unwrap_or(src);
         let invalid = |problems| TopologyError::Invalid { file: None, problems };
-        // One pass of yaml-rust2 for positions and the document count, one of serde_yaml for
-        // the values.
+        // One pass of yaml-rust2 for positions and the document count; serde_yaml (and its
+        // repairs, see `salvage`) for the values.
         let spans = Spans::index(src);
         if let Some(second) = spans.second_document() {
             return Err(invalid(vec![second]));
         }
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(src).map_err(|e| invalid(vec![syntax_problem(&e, src)]))?;
-        let topology: Topology = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = clean_path(&e.path().to_string());
-            let (line, column) = spans.find(&path).unwrap_or((1, 1));
-            let problem = Problem { path, line, column, message: e.into_inner().to_string() };
-            invalid(vec![problem])
-        })?;
-        let problems = crate::validate::problems(&topology, &spans);
-        if problems.is_empty() {
-            Ok(topology)
-        } else {
-            Err(invalid(problems))
+        let salvage = crate::salvage::read(src, spans);
+        let mut problems = salvage.problems.clone();
+        if let Some(t) = &salvage.topology {
+            let rules = crate::validate::problems(t, &salvage.spans);
+            problems.extend(rules.into_iter().filter(|p| salvage.trusts(p)));
+        }
+        match salvage.topology {
+            Some(topology) if salvage.is_clean() && problems.is_empty() => Ok(topology),
+            _ => {
+                // In the order of the file, whichever step found them.
+                problems.sort_by_key(|p| (p.line, p.column));
+                Err(invalid(problems))
+            }
         }
     }
 
@@ -87,15 +89,6 @@ impl Topology {
     }
 }
 
-/// serde_path_to_error writes `nodes[0].workers` already; the root is `.`.
-fn clean_path(p: &str) -> String {
-    if p == "." {
-        String::new()
-    } else {
-        p.to_string()
-    }
-}
-
 /// Reads at most one byte more than a topology may have, so a huge file is refused without
 /// reading it all.
 pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, TopologyError> {
@@ -105,27 +98,6 @@ pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, TopologyError> {
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
     Ok(bytes)
-}
-
-/// A YAML syntax error, with serde_yaml's own position (or the end of the text when it has
-/// none, e.g. an empty document).
-fn syntax_problem(e: &serde_yaml::Error, src: &str) -> Problem {
-    let loc = e.location();
-    let mut message = e.to_string();
-    // serde_yaml appends " at line L column C" to its message; the Problem carries it already.
-    if let Some(l) = &loc {
-        let suffix = format!(" at line {} column {}", l.line(), l.column());
-        if let Some(pos) = message.find(&suffix) {
-            message.replace_range(pos..pos + suffix.len(), "");
-        }
-    }
-    let end = (src.lines().count().max(1), src.lines().last().map_or(0, |l| l.chars().count()) + 1);
-    Problem {
-        path: String::new(),
-        line: loc.as_ref().map_or(end.0, |l| l.line()),
-        column: loc.as_ref().map_or(end.1, |l| l.column()),
-        message: format!("YAML syntax: {message}"),
-    }
 }
 
 #[cfg(test)]
@@ -210,8 +182,14 @@ nodes:
 
     #[test]
     fn unknown_field_is_named() {
-        let p = only_problem(&GOOD.replace("    workers: 1\n", "    worker: 1\n"), "nodes[1].worker", 17);
-        assert!(p.message.contains("unknown field `worker`"), "{}", p.message);
+        let p = only_problem(&GOOD.replace("    cpus: 2.0\n", "    cpu: 2.0\n"), "nodes[0].cpu", 13);
+        assert!(p.message.contains("unknown field `cpu`"), "{}", p.message);
+        // A misspelt required field is unknown, and the field it meant is missing.
+        let p = problems(&GOOD.replace("    workers: 1\n", "    worker: 1\n"));
+        let found: Vec<_> = p.iter().map(|p| (p.path.as_str(), p.line)).collect();
+        assert_eq!(found, [("nodes[1]", 15), ("nodes[1].worker", 17)], "{p:#?}");
+        assert!(p[0].message.contains("missing field `workers`"), "{p:#?}");
+        assert!(p[1].message.contains("unknown field `worker`"), "{p:#?}");
     }
 
     #[test]
@@ -236,6 +214,24 @@ nodes:
         let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["nodes[0].workers", "nodes[0].cpus", "nodes[1].port"], "{p:#?}");
         assert!(p[2].message.contains("clashes with nodes[0]"));
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_read_hides_only_the_rules_that_read_it() {
+        // nodes[0].workers is no number: the process count, which reads it, waits; the port
+        // clash with nodes[1], which does not, is listed.
+        let src = GOOD.replace("workers: 4", "workers: lots").replace("port: 8091", "port: 8081");
+        let p = problems(&src);
+        let found: Vec<_> = p.iter().map(|p| (p.path.as_str(), p.line)).collect();
+        assert_eq!(found, [("nodes[0].workers", 12), ("nodes[1].port", 18)], "{p:#?}");
+        assert!(p[0].message.contains("invalid type: string \"lots\", expected usize"), "{p:#?}");
+        assert!(p[1].message.contains("clashes with nodes[0]"), "{p:#?}");
+        // An empty file lacks both required sections.
+        let p = problems("");
+        assert_eq!(
+            p.iter().map(|p| p.message.as_str()).collect::<Vec<_>>(),
+            ["missing field `balancer`", "missing field `nodes`"]
+        );
     }
 
     #[test]
