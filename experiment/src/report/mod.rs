@@ -51,9 +51,7 @@ pub fn render(results: &Results) -> anyhow::Result<String> {
 /// Reads `dir/results.json`, writes `dir/report.html` and returns its path.
 pub fn write_report(dir: &Path) -> anyhow::Result<PathBuf> {
     let input = dir.join(RESULTS_FILE);
-    let json = fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
-    let results: Results =
-        serde_json::from_str(&json).with_context(|| format!("parsing {}", input.display()))?;
+    let results = Results::read(&input)?;
     write(dir, &results).with_context(|| format!("drawing the report of {}", input.display()))
 }
 
