@@ -177,6 +177,11 @@ impl Series {
         self.points.iter().any(|p| p.label.is_some())
     }
 
+    /// The points measured while something outside the lab used the CPU.
+    pub fn noisy_points(&self) -> Vec<&Point> {
+        self.points.iter().filter(|p| p.noisy).collect()
+    }
+
     /// Whether it varies the offered load (`load` or `rate`) on one topology.
     pub fn is_load(&self) -> bool {
         matches!(self.vary.as_str(), "load" | "rate")
@@ -271,9 +276,30 @@ pub struct Point {
     /// A load-series point: the rate offered and the models' predictions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offered: Option<Offered>,
+    /// CPU used on this machine outside the lab while the rounds ran, in cores (CPU seconds per
+    /// second of the measured rounds): the machine's busy time from /proc/stat less that of the
+    /// lab's processes (or containers) and of the sweep itself, whose load generator runs in it
+    /// (see [`crate::sweep::outside`]). `None` in files from before it was measured, or where
+    /// /proc could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_cpu_cores: Option<f64>,
+    /// Whether `outside_cpu_cores` was above
+    /// [`NOISY_CORES`](crate::sweep::outside::NOISY_CORES), a tenth of a core: something else
+    /// competed with the lab for the CPU while this point was measured, and its numbers include
+    /// that. `false` in files from before it was measured.
+    #[serde(default)]
+    pub noisy: bool,
 }
 
 impl Point {
+    /// Its name in a series: the choice's name, or the value (`workers=3`).
+    pub fn name(&self, series: &Series) -> String {
+        match &self.label {
+            Some(label) => label.clone(),
+            None => format!("{}={}", series.vary, crate::report::format::n(self.value)),
+        }
+    }
+
     /// Whether no request of any round finished (every one still in flight when its round
     /// ended): its zeros are not measurements. Unknown (files from before rounds counted
     /// them) reads as `false`.
