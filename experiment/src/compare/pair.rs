@@ -216,6 +216,12 @@ fn pair(series: String, point: String, a: &Point, b: &Point) -> Pair {
         if p.nothing_completed() {
             notes.push(format!("nothing completed in {run}: no request finished in any round"));
         }
+        if let (true, Some(cores)) = (p.noisy, p.outside_cpu_cores) {
+            notes.push(format!(
+                "noisy in {run}: processes outside the lab used {cores:.2} cores while it was measured, \
+                 so its numbers include their interference"
+            ));
+        }
     }
     let rate = |p: &Point| p.offered.as_ref().map(|o| o.rate_rps);
     if let (Some(ra), Some(rb)) = (rate(a), rate(b)) {

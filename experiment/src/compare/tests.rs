@@ -171,6 +171,20 @@ fn two_rounds_a_side_are_too_few_to_tell_and_never_fail() {
 }
 
 #[test]
+fn a_point_measured_beside_other_load_is_noted() {
+    let mut b = run();
+    b.series[0].points[1].outside_cpu_cores = Some(1.25);
+    b.series[0].points[1].noisy = true;
+    let c = compare(&run(), &b, &[]).unwrap();
+    assert!(c.pairs[0].notes.is_empty() && c.pairs[2].notes.is_empty(), "{:?}", c.pairs);
+    assert_eq!(
+        c.pairs[1].notes,
+        ["noisy in B: processes outside the lab used 1.25 cores while it was measured, so its numbers \
+          include their interference"]
+    );
+}
+
+#[test]
 fn points_only_one_run_has_are_named() {
     let mut b = run();
     b.series[0].points.remove(0);
