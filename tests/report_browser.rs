@@ -40,6 +40,11 @@ fn chromium_renders_every_chart_of_the_report() {
         assert!(chart.matches("<text").count() >= 8, "#{id} has almost no text: no axes or labels");
     }
     assert!(dom.contains("coherency-bound") && dom.contains("contention-bound"), "the fit text is missing");
+    // The noisy point: a warning under the facts, its cell marked, the fit's verdict qualified.
+    let warning = container(&dom, "noise");
+    assert!(warning.contains("1 of 10 points were noisy (workers=16)"), "{warning}");
+    assert!(dom.contains("<td class=\"noisy\">0.74 noisy</td>"));
+    assert!(dom.contains("fitted over 1 noisy point(s)"));
 
     screenshot(dir.path(), &url, "report.png", 1280, 2400);
     fs::copy(&report, artifacts_dir().join("report.html")).unwrap();
@@ -139,6 +144,8 @@ fn point(value: f64, n: f64, rps: f64, weights: &[(String, f64)]) -> Point {
         by_worker,
         topology: format!("# fixture\nnodes: {n}\n"),
         offered: None,
+        outside_cpu_cores: Some(0.03),
+        noisy: false,
     }
 }
 
@@ -157,6 +164,14 @@ fn fixture() -> Results {
     let workers = usl(0.015, 0.02, 980.0, 0.987, 15);
     let replicas = usl(0.12, 0.002, 990.0, 0.962, 9);
     let measured = |fit: &UslFit, n: f64, wobble: f64| fit.throughput(n) * wobble;
+    // workers=16 was measured while something outside the lab used three quarters of a core.
+    let noisy = |mut p: Point| {
+        if p.value == 16.0 {
+            p.outside_cpu_cores = Some(0.74);
+            p.noisy = true;
+        }
+        p
+    };
     Results {
         scalelab_version: "0.1.0".into(),
         started: "2025-06-01T12:00:00Z".into(),
@@ -178,7 +193,7 @@ fn fixture() -> Results {
                 vary: "workers".into(),
                 points: [(1.0, 1.01), (2.0, 0.98), (4.0, 1.02), (8.0, 0.99), (16.0, 1.01)]
                     .iter()
-                    .map(|&(n, w)| point(n, n, measured(&workers, n, w), &one_node(n as usize)))
+                    .map(|&(n, w)| noisy(point(n, n, measured(&workers, n, w), &one_node(n as usize))))
                     .collect(),
                 fit: Some(workers),
                 fit_note: None,

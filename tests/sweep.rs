@@ -331,6 +331,73 @@ fn an_interrupted_sweep_keeps_its_points_and_leaves_nothing_behind() {
     });
 }
 
+/// A process outside the lab spinning on a core for at most `secs` seconds (`timeout` ends it
+/// whatever happens to the test); dropped, it is stopped by its pid.
+struct BusyLoop(std::process::Child);
+
+impl BusyLoop {
+    fn start(secs: u32) -> BusyLoop {
+        let child = std::process::Command::new("timeout")
+            .args([&secs.to_string(), "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .expect("start a busy loop");
+        BusyLoop(child)
+    }
+}
+
+impl Drop for BusyLoop {
+    fn drop(&mut self) {
+        // `timeout` passes SIGTERM on to the loop it runs.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// The regression: a sweep went on measuring while another process ate a core, and reported
+/// its numbers like any others. Beside a busy loop, every point records at least half a core
+/// used outside the lab and is noisy; the table, the fit line and the report say so. (The
+/// quiet half, a small value on an idle machine, cannot be asserted on a machine that others
+/// load: the arithmetic is unit-tested in `sweep::outside`.)
+#[test]
+fn a_sweep_beside_a_busy_loop_marks_its_points_noisy() {
+    let t = base("    cpus: 0.5\n");
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("run");
+    let busy = BusyLoop::start(90);
+    let args = [
+        "sweep",
+        "--topology",
+        t.path_str(),
+        "--vary",
+        "workers=1,2",
+        "--duration",
+        "1500ms",
+        "--rounds",
+        "2",
+        "--warmup",
+        "300ms",
+        "--pause",
+        "200ms",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = run_scalelab(&args, Duration::from_secs(90));
+    drop(busy);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = read_results(&out_dir);
+    for p in &r.series[0].points {
+        let cores = p.outside_cpu_cores.expect("measured");
+        assert!(cores >= 0.5 && p.noisy, "workers={}: {cores:.2} cores outside, noisy {}", p.value, p.noisy);
+    }
+    assert!(stderr.contains("noisy: processes outside the lab used"), "{stderr}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.trim_start().starts_with(['1', '2'])).collect();
+    assert!(rows.len() == 2 && rows.iter().all(|l| l.ends_with(" noisy")), "{stdout}");
+    assert!(stdout.contains("  noisy: workers=1 ("), "{stdout}");
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(html.contains("id=\"noise\"") && html.contains("2 of 2 points were noisy"), "the report warns");
+    assert_eq!(html.matches("<td class=\"noisy\">").count(), 2);
+}
+
 #[test]
 fn fit_reads_a_csv_and_names_bad_lines() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,9 @@
 //! report DIR` reads it back to redraw `report.html` without measuring again.
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +31,71 @@ pub struct Results {
     pub load: LoadSpec,
     /// One series per `--vary`, in command-line order.
     pub series: Vec<Series>,
+}
+
+/// The largest `results.json` read back (by `scalelab report` and `scalelab compare`). A sweep
+/// at its bounds (256 points of 20 rounds, each with its workers' counts and topology) writes a
+/// few MiB; 64 MiB leaves room for anything a sweep can write and stops a file that is not one.
+pub const MAX_RESULTS_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why a `results.json` could not be read; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a regular file (a {kind}): a sweep writes results.json as a plain file")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("{path} is larger than {} MiB, the most a results.json may hold", MAX_RESULTS_BYTES >> 20)]
+    TooLarge { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing {path}: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+}
+
+impl Results {
+    /// Reads and parses `path`, refusing anything but a regular file of at most
+    /// [`MAX_RESULTS_BYTES`]. The file is opened without blocking (a FIFO would otherwise wait
+    /// for a writer forever) and checked on the open handle, so it cannot be swapped between
+    /// the check and the read; the read stops one byte past the bound whatever the file claims
+    /// (a growing file, `/proc`), so memory stays bounded.
+    pub fn read(path: &Path) -> Result<Results, ReadError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map_err(|source| ReadError::Open { path: path.into(), source })?;
+        let meta = file.metadata().map_err(|source| ReadError::Read { path: path.into(), source })?;
+        if !meta.is_file() {
+            return Err(ReadError::NotAFile { path: path.into(), kind: file_kind(&meta.file_type()) });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_RESULTS_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| ReadError::Read { path: path.into(), source })?;
+        if bytes.len() as u64 > MAX_RESULTS_BYTES {
+            return Err(ReadError::TooLarge { path: path.into() });
+        }
+        serde_json::from_slice(&bytes).map_err(|source| ReadError::Parse { path: path.into(), source })
+    }
+}
+
+/// What a file that is not a regular one is, for the error.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
 }
 
 /// How each point was loaded.
@@ -107,6 +175,11 @@ impl Series {
     /// have names, and "N" means nothing for it.
     pub fn is_choice(&self) -> bool {
         self.points.iter().any(|p| p.label.is_some())
+    }
+
+    /// The points measured while something outside the lab used the CPU.
+    pub fn noisy_points(&self) -> Vec<&Point> {
+        self.points.iter().filter(|p| p.noisy).collect()
     }
 
     /// Whether it varies the offered load (`load` or `rate`) on one topology.
@@ -203,9 +276,30 @@ pub struct Point {
     /// A load-series point: the rate offered and the models' predictions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offered: Option<Offered>,
+    /// CPU used on this machine outside the lab while the rounds ran, in cores (CPU seconds per
+    /// second of the measured rounds): the machine's busy time from /proc/stat less that of the
+    /// lab's processes (or containers) and of the sweep itself, whose load generator runs in it
+    /// (see [`crate::sweep::outside`]). `None` in files from before it was measured, or where
+    /// /proc could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_cpu_cores: Option<f64>,
+    /// Whether `outside_cpu_cores` was above
+    /// [`NOISY_CORES`](crate::sweep::outside::NOISY_CORES), a tenth of a core: something else
+    /// competed with the lab for the CPU while this point was measured, and its numbers include
+    /// that. `false` in files from before it was measured.
+    #[serde(default)]
+    pub noisy: bool,
 }
 
 impl Point {
+    /// Its name in a series: the choice's name, or the value (`workers=3`).
+    pub fn name(&self, series: &Series) -> String {
+        match &self.label {
+            Some(label) => label.clone(),
+            None => format!("{}={}", series.vary, crate::report::format::n(self.value)),
+        }
+    }
+
     /// Whether no request of any round finished (every one still in flight when its round
     /// ended): its zeros are not measurements. Unknown (files from before rounds counted
     /// them) reads as `false`.
@@ -279,5 +373,56 @@ impl UslFit {
     /// X(N): the throughput the fitted model predicts at scale `n`, req/s.
     pub fn throughput(&self, n: f64) -> f64 {
         self.lambda * n / (1.0 + self.sigma * (n - 1.0) + self.kappa * n * (n - 1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_results_file_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("results.json");
+        let results = crate::report::tests::fixture();
+        std::fs::write(&file, serde_json::to_string(&results).unwrap()).unwrap();
+        assert_eq!(Results::read(&file).unwrap(), results);
+        std::fs::write(&file, "{\"series\": [").unwrap();
+        let bad = Results::read(&file).unwrap_err().to_string();
+        assert!(bad.starts_with(&format!("parsing {}", file.display())), "{bad}");
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        // A FIFO with no writer: a plain open would wait for one forever.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = Results::read(&fifo).unwrap_err().to_string();
+        assert!(err.contains("is not a regular file (a FIFO)") && err.contains("fifo"), "{err}");
+        // A symlink to /dev/zero: endless zeros.
+        let zero = dir.path().join("zero.json");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let err = Results::read(&zero).unwrap_err().to_string();
+        assert!(err.contains("zero.json is not a regular file (a character device)"), "{err}");
+        let err = Results::read(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("(a directory)"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "refused without reading");
+    }
+
+    #[test]
+    fn a_file_past_the_bound_is_refused_without_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("results.json");
+        // Sparse: the bound plus one byte costs no disk.
+        std::fs::File::create(&big).unwrap().set_len(MAX_RESULTS_BYTES + 1).unwrap();
+        let err = Results::read(&big).unwrap_err().to_string();
+        assert!(err.contains("is larger than 64 MiB, the most a results.json may hold"), "{err}");
+        // At the bound exactly it is read (and then fails to parse: zeros are not JSON).
+        std::fs::File::create(&big).unwrap().set_len(MAX_RESULTS_BYTES).unwrap();
+        assert!(matches!(Results::read(&big), Err(ReadError::Parse { .. })));
     }
 }

@@ -1,13 +1,17 @@
 //! How a difference between two runs is judged: the metrics compared, whether B is better,
-//! worse or within the noise of the rounds, and the `--fail-if` thresholds a CI job sets.
+//! worse, within the noise, or measured too few times to tell, and the `--fail-if` thresholds
+//! a CI job sets.
 //!
-//! The noise rule: a point's rounds span [lowest, highest] in each run. B differs beyond the
-//! noise only when the two spans do not overlap (every round of B above every round of A, or
-//! below). With one round per point a run has no spread, so any difference counts.
+//! The rule is benchstat's: a metric's rounds in A and in B are two samples, and a Mann–Whitney
+//! U test ([`mann_whitney`]) asks whether they differ. B is better or worse only when p ≤ α =
+//! 0.05; otherwise the difference is within the noise. With too few rounds no difference can
+//! reach α however far apart they are (2 a side can do no better than p = 1/3, 3 a side than
+//! 0.1), and the verdict says so instead, with the rounds to run.
 
 use std::fmt;
 use std::str::FromStr;
 
+use super::mann_whitney::{self, UTest, ALPHA};
 use crate::results::{Percentiles, Point, Round};
 
 /// The largest threshold a `--fail-if` may set, in percent.
@@ -77,6 +81,17 @@ impl Metric {
     pub fn in_round(self, r: &Round) -> f64 {
         self.of(r.rps, &r.latency_ms)
     }
+
+    /// Its value in every round of `p` that measured it (a latency needs a request that
+    /// finished); the point's own value when it recorded no rounds; empty when nothing did.
+    pub fn samples(self, p: &Point) -> Vec<f64> {
+        let measured = |r: &&Round| self == Metric::Rps || r.completed != Some(0);
+        let rounds: Vec<f64> = p.rounds.iter().filter(measured).map(|r| self.in_round(r)).collect();
+        match rounds.is_empty() && p.rounds.is_empty() {
+            true => self.at(p).into_iter().collect(),
+            false => rounds,
+        }
+    }
 }
 
 impl FromStr for Metric {
@@ -96,47 +111,53 @@ impl FromStr for Metric {
 /// What B's value is against A's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Beyond the noise, in the good direction.
+    /// A significant difference (p ≤ α), in the good direction.
     Better,
-    /// Beyond the noise, in the bad direction.
+    /// A significant difference, in the bad direction.
     Worse,
-    /// The rounds' spans overlap.
+    /// No significant difference (p > α).
     Noise,
+    /// So few rounds that no difference could be significant.
+    TooFewRounds,
 }
 
 impl Verdict {
-    /// `better`, `worse`, `within noise`.
+    /// `better`, `worse`, `within noise`, `too few rounds to tell`.
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Better => "better",
             Verdict::Worse => "worse",
             Verdict::Noise => "within noise",
+            Verdict::TooFewRounds => "too few rounds to tell",
         }
     }
 }
 
-/// Which way B moved beyond the noise: `Some(true)` up, `Some(false)` down, `None` within.
-pub fn beyond_noise(a: (f64, f64), b: (f64, f64)) -> Option<bool> {
-    if b.0 > a.1 {
-        Some(true)
-    } else if b.1 < a.0 {
-        Some(false)
-    } else {
-        None
-    }
+/// One metric judged: the test, its verdict, and which way B moved when significant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    pub test: UTest,
+    pub verdict: Verdict,
+    /// `Some(true)` when B is significantly higher, `Some(false)` lower, `None` otherwise.
+    pub moved: Option<bool>,
 }
 
-/// The verdict on `metric` moving from span `a` to span `b`.
-pub fn verdict(metric: Metric, a: (f64, f64), b: (f64, f64)) -> Verdict {
-    match beyond_noise(a, b) {
+/// Judges `metric` from A's rounds `a` against B's rounds `b`; `None` when either has none.
+pub fn judge(metric: Metric, a: &[f64], b: &[f64]) -> Option<Judgement> {
+    let test = mann_whitney::test(a, b)?;
+    let significant = test.p <= ALPHA;
+    let moved = significant.then_some(test.second_higher);
+    let verdict = match moved {
+        _ if mann_whitney::min_p(test.n1, test.n2) > ALPHA => Verdict::TooFewRounds,
         None => Verdict::Noise,
         Some(up) if up == metric.higher_is_better() => Verdict::Better,
         Some(_) => Verdict::Worse,
-    }
+    };
+    Some(Judgement { test, verdict, moved })
 }
 
-/// `--fail-if 'p99>+10%'`: fail when a metric rises (or, with `<-N%`, falls) by more than N%
-/// beyond the noise.
+/// `--fail-if 'p99>+10%'`: fail when a metric rises (or, with `<-N%`, falls) significantly and
+/// by more than N%.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Threshold {
     pub metric: Metric,
@@ -147,7 +168,7 @@ pub struct Threshold {
 }
 
 impl Threshold {
-    /// Whether B's `change` (B/A − 1), beyond the noise in direction `moved`, crosses it.
+    /// Whether B's `change` (B/A − 1), significant in direction `moved`, crosses it.
     pub fn crossed(&self, change: f64, moved: Option<bool>) -> bool {
         match (self.rise, moved) {
             (true, Some(true)) => change > self.percent / 100.0,
@@ -220,23 +241,51 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_noise_is_the_overlap_of_the_rounds() {
-        // A's rounds 100–110 req/s; B's 112–118 is above them all: better, beyond the noise.
-        assert_eq!(verdict(Metric::Rps, (100.0, 110.0), (112.0, 118.0)), Verdict::Better);
-        assert_eq!(verdict(Metric::P99, (100.0, 110.0), (112.0, 118.0)), Verdict::Worse);
-        assert_eq!(verdict(Metric::P99, (100.0, 110.0), (80.0, 99.0)), Verdict::Better);
-        assert_eq!(verdict(Metric::Rps, (100.0, 110.0), (105.0, 130.0)), Verdict::Noise);
-        // One round each: no spread, any difference counts.
-        assert_eq!(verdict(Metric::Rps, (100.0, 100.0), (100.5, 100.5)), Verdict::Better);
-        assert_eq!(verdict(Metric::Rps, (100.0, 100.0), (100.0, 100.0)), Verdict::Noise);
+    fn verdict(metric: Metric, a: &[f64], b: &[f64]) -> Verdict {
+        judge(metric, a, b).unwrap().verdict
     }
 
     #[test]
-    fn a_threshold_is_crossed_only_beyond_the_noise_and_in_its_direction() {
+    fn two_rounds_a_side_are_too_few_to_tell_however_far_apart() {
+        // The regression: p50 10.0/10.1 ms in A, 10.6/10.7 in B, a 6% rise whose spans miss
+        // each other. The spans' rule called it worse; with 2 rounds a side the smallest
+        // possible p is 1/3.
+        let j = judge(Metric::P50, &[10.0, 10.1], &[10.6, 10.7]).unwrap();
+        assert_eq!(j.verdict, Verdict::TooFewRounds);
+        assert!((j.test.p - 1.0 / 3.0).abs() < 1e-12 && j.moved.is_none(), "{j:?}");
+        assert_eq!(
+            verdict(Metric::Rps, &[100.0, 101.0, 102.0], &[200.0, 201.0, 202.0]),
+            Verdict::TooFewRounds
+        );
+        // 3 against 5 can reach p = 0.036.
+        assert_eq!(
+            verdict(Metric::Rps, &[100.0, 101.0, 102.0], &[110.0, 111.0, 112.0, 113.0, 114.0]),
+            Verdict::Better
+        );
+    }
+
+    #[test]
+    fn four_rounds_a_side_apart_are_significant_and_overlapping_ones_are_noise() {
+        let (a, b) = ([100.0, 101.0, 103.0, 104.0], [105.0, 106.0, 108.0, 110.0]);
+        // p = 2/70: B's every round above A's.
+        let j = judge(Metric::Rps, &a, &b).unwrap();
+        assert_eq!((j.verdict, j.moved), (Verdict::Better, Some(true)));
+        assert!((j.test.p - 0.02857142857142857).abs() < 1e-12);
+        assert_eq!(verdict(Metric::P99, &a, &b), Verdict::Worse, "higher latency is worse");
+        assert_eq!(verdict(Metric::P99, &b, &a), Verdict::Better);
+        // Interleaved: p = 0.49.
+        assert_eq!(
+            verdict(Metric::Rps, &[100.0, 102.0, 104.0, 106.0], &[101.0, 103.0, 105.0, 107.0]),
+            Verdict::Noise
+        );
+        assert_eq!(judge(Metric::Rps, &[], &[1.0]), None);
+    }
+
+    #[test]
+    fn a_threshold_is_crossed_only_when_significant_and_in_its_direction() {
         let p99: Threshold = "p99>+10%".parse().unwrap();
         assert!(p99.crossed(0.15, Some(true)));
-        assert!(!p99.crossed(0.15, None), "within noise never fails");
+        assert!(!p99.crossed(0.15, None), "a difference that is not significant never fails");
         assert!(!p99.crossed(0.05, Some(true)), "under the threshold");
         assert!(!p99.crossed(-0.5, Some(false)), "a fall is not a rise");
         let rps: Threshold = "rps<-5%".parse().unwrap();

@@ -28,6 +28,8 @@ struct Page {
     notes: Vec<String>,
     /// One line per threshold crossed (empty: none).
     failures: Vec<String>,
+    /// The significance level of the test.
+    alpha: f64,
 }
 
 /// One metric of one matching point.
@@ -38,8 +40,11 @@ struct Row {
     a: String,
     b: String,
     ratio: String,
+    /// The Mann–Whitney U test's p, and the rounds it counted (`4+4`).
+    p: String,
+    rounds: String,
     verdict: String,
-    /// `better`, `worse` or `noise`: the cell's CSS class.
+    /// `better`, `worse`, `noise` or `few`: the cell's CSS class.
     class: String,
     notes: String,
 }
@@ -93,10 +98,13 @@ pub fn render(c: &Comparison, a: &Results, b: &Results, names: &(String, String)
                 a: format!("{}{}", value(cell.a), span(cell.a_span)),
                 b: format!("{}{}", value(cell.b), span(cell.b_span)),
                 ratio: cell.change.map_or("-".into(), |ch| format!("{:.2}", ch + 1.0)),
+                p: cell.p.map_or("-".into(), |p| format!("{p:.3}")),
+                rounds: format!("{}+{}", cell.rounds.0, cell.rounds.1),
                 verdict: cell.verdict.map_or("no measurement", Verdict::name).to_string(),
                 class: match cell.verdict {
                     Some(Verdict::Better) => "better",
                     Some(Verdict::Worse) => "worse",
+                    Some(Verdict::TooFewRounds) => "few",
                     _ => "noise",
                 }
                 .to_string(),
@@ -114,11 +122,8 @@ pub fn render(c: &Comparison, a: &Results, b: &Results, names: &(String, String)
         only_a: c.only_a.clone(),
         only_b: c.only_b.clone(),
         notes: c.notes.clone(),
-        failures: c
-            .crossings
-            .iter()
-            .map(|x| format!("{}: {}: {} changed {:+.1}%", x.threshold, x.series, x.point, x.change * 100.0))
-            .collect(),
+        failures: c.crossings.iter().map(super::crossing).collect(),
+        alpha: super::mann_whitney::ALPHA,
     };
     page.render().context("filling templates/compare.html")
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use scalelab_topology::{Topology, Workload};
 
 use super::judge::{self, Metric, Threshold, Verdict};
+use super::mann_whitney;
 use crate::report::format;
 use crate::results::{Point, Results, Series};
 
@@ -29,17 +30,22 @@ pub enum Mismatch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
     pub metric: Metric,
-    /// The median rounds' values; `None` for a latency where nothing completed.
+    /// The median of each run's rounds (benchstat's summary); `None` for a latency where
+    /// nothing completed.
     pub a: Option<f64>,
     pub b: Option<f64>,
     /// The rounds' [lowest, highest] of each run.
     pub a_span: Option<(f64, f64)>,
     pub b_span: Option<(f64, f64)>,
-    /// B / A − 1; `None` without both values or when A is 0.
+    /// B / A − 1 of the medians; `None` without both values or when A is 0.
     pub change: Option<f64>,
+    /// The Mann–Whitney U test's two-sided p over the rounds; `None` without both.
+    pub p: Option<f64>,
+    /// The rounds counted in A and in B.
+    pub rounds: (usize, usize),
     /// `None` without both values.
     pub verdict: Option<Verdict>,
-    /// Which way B moved beyond the noise.
+    /// Which way B moved, when significantly.
     pub moved: Option<bool>,
 }
 
@@ -62,6 +68,9 @@ pub struct Crossing {
     pub series: String,
     pub point: String,
     pub change: f64,
+    /// The test's p (at most α) and the rounds it counted in A and B.
+    pub p: f64,
+    pub rounds: (usize, usize),
 }
 
 /// Everything `scalelab compare` reports.
@@ -130,13 +139,14 @@ pub fn compare(a: &Results, b: &Results, thresholds: &[Threshold]) -> Result<Com
     }
     if a.load.rounds != b.load.rounds || a.load.duration_s != b.load.duration_s {
         notes.push(format!(
-            "A measured {} rounds of {} s per point, B {} of {} s: the noise bands differ in width",
+            "A measured {} rounds of {} s per point, B {} of {} s: their spreads differ in width",
             a.load.rounds,
             format::n(a.load.duration_s),
             b.load.rounds,
             format::n(b.load.duration_s)
         ));
     }
+    notes.extend(too_few_rounds(&pairs));
     let crossings = pairs
         .iter()
         .flat_map(|p| {
@@ -148,6 +158,8 @@ pub fn compare(a: &Results, b: &Results, thresholds: &[Threshold]) -> Result<Com
                         series: p.series.clone(),
                         point: p.point.clone(),
                         change,
+                        p: c.p.unwrap_or(1.0),
+                        rounds: c.rounds,
                     })
                 })
             })
@@ -156,29 +168,46 @@ pub fn compare(a: &Results, b: &Results, thresholds: &[Threshold]) -> Result<Com
     Ok(Comparison { pairs, only_a, only_b, notes, crossings })
 }
 
+/// The note when some metric had too few rounds for any difference to be significant: the
+/// smallest p its rounds allow, and how many rounds a side can reach α.
+fn too_few_rounds(pairs: &[Pair]) -> Option<String> {
+    let few = pairs.iter().flat_map(|p| &p.cells).filter(|c| c.verdict == Some(Verdict::TooFewRounds));
+    let (n1, n2) = few.map(|c| c.rounds).max_by_key(|&(x, y)| x.min(y))?;
+    let need = mann_whitney::rounds_needed(mann_whitney::ALPHA);
+    Some(format!(
+        "too few rounds to tell: with {n1} round(s) in A and {n2} in B, the smallest p a Mann–Whitney U \
+         test can give is {}, above α = {}, so no difference can be significant however large; \
+         run at least {need} rounds a side (--rounds {need}) to judge",
+        format::sig3(mann_whitney::min_p(n1, n2)),
+        mann_whitney::ALPHA
+    ))
+}
+
 /// Judges two matching points metric by metric.
 fn pair(series: String, point: String, a: &Point, b: &Point) -> Pair {
     let cells = Metric::ALL
         .into_iter()
         .map(|m| {
-            let (va, vb) = (m.at(a), m.at(b));
-            let span = |p: &Point, v: Option<f64>| {
-                v.map(|v| {
-                    let (lo, hi) = p.spread(|r| m.in_round(r)).unwrap_or((v, v));
-                    (lo.min(v), hi.max(v))
-                })
+            let (ra, rb) = (m.samples(a), m.samples(b));
+            let (va, vb) = (median(&ra), median(&rb));
+            let span = |rounds: &[f64]| {
+                let (lo, hi) = rounds
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                (lo <= hi).then_some((lo, hi))
             };
-            let (sa, sb) = (span(a, va), span(b, vb));
-            let moved = sa.zip(sb).and_then(|(x, y)| judge::beyond_noise(x, y));
+            let judged = judge::judge(m, &ra, &rb);
             Cell {
                 metric: m,
                 a: va,
                 b: vb,
-                a_span: sa,
-                b_span: sb,
+                a_span: span(&ra),
+                b_span: span(&rb),
                 change: va.zip(vb).filter(|(x, _)| *x > 0.0).map(|(x, y)| y / x - 1.0),
-                verdict: sa.zip(sb).map(|(x, y)| judge::verdict(m, x, y)),
-                moved,
+                p: judged.map(|j| j.test.p),
+                rounds: (ra.len(), rb.len()),
+                verdict: judged.map(|j| j.verdict),
+                moved: judged.and_then(|j| j.moved),
             }
         })
         .collect();
@@ -186,6 +215,12 @@ fn pair(series: String, point: String, a: &Point, b: &Point) -> Pair {
     for (run, p) in [("A", a), ("B", b)] {
         if p.nothing_completed() {
             notes.push(format!("nothing completed in {run}: no request finished in any round"));
+        }
+        if let (true, Some(cores)) = (p.noisy, p.outside_cpu_cores) {
+            notes.push(format!(
+                "noisy in {run}: processes outside the lab used {cores:.2} cores while it was measured, \
+                 so its numbers include their interference"
+            ));
         }
     }
     let rate = |p: &Point| p.offered.as_ref().map(|o| o.rate_rps);
@@ -199,6 +234,18 @@ fn pair(series: String, point: String, a: &Point, b: &Point) -> Pair {
         }
     }
     Pair { series, point, cells, notes }
+}
+
+/// The median of `values` (the mean of the middle two of an even count); `None` when empty.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
 }
 
 /// The machines: CPU model and cores (where both runs recorded them) and the runner.

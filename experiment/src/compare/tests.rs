@@ -5,14 +5,14 @@ use super::judge::{Metric, Threshold, Verdict};
 use super::pair::{compare, Mismatch};
 use super::*;
 use crate::report::tests::load_series;
-use crate::results::Machine;
+use crate::results::{Machine, Percentiles, Round};
 
 const TOPOLOGY: &str = "balancer: { listen: 127.0.0.1:8080, admin: 127.0.0.1:9090 }\n\
                         workload: { op2_cpu_ms: 5 }\n\
                         nodes: [{ name: node, replicas: 1, workers: 4, port: 8081 }]\n";
 
-/// A run of one load series (shared, loads 0.2–0.9) with real topologies, on a known machine
-/// (built once: its models' predictions take a moment).
+/// A run of one load series (shared, loads 0.2–0.9) with real topologies, on a known machine,
+/// 5 rounds a point spread ±4% (built once: its models' predictions take a moment).
 fn run() -> Results {
     static RUN: std::sync::OnceLock<Results> = std::sync::OnceLock::new();
     RUN.get_or_init(build_run).clone()
@@ -23,7 +23,18 @@ fn build_run() -> Results {
     r.series = vec![load_series(Some("distribution=shared"), &[0.2, 0.5, 0.9])];
     for p in &mut r.series[0].points {
         p.topology = TOPOLOGY.into();
+        let round = p.rounds[1].clone();
+        p.rounds = [0.96, 0.98, 1.0, 1.02, 1.04]
+            .iter()
+            .map(|f| {
+                let l = p.latency_ms;
+                let latency_ms =
+                    Percentiles { p50: l.p50 * f, p90: l.p90 * f, p99: l.p99 * f, p999: l.p999 * f, ..l };
+                Round { rps: p.rps * f, latency_ms, ..round.clone() }
+            })
+            .collect();
     }
+    r.load.rounds = 5;
     r.machine = Some(Machine { cpu_model: "Test CPU".into(), cores: 4, hostname: "a".into() });
     r.load.arrivals = Some("poisson".into());
     r
@@ -32,7 +43,7 @@ fn build_run() -> Results {
 /// `r` with `metric` of every round of the point at `index` scaled by `factor`.
 fn scaled(mut r: Results, index: usize, metric: Metric, factor: f64) -> Results {
     let p = &mut r.series[0].points[index];
-    let scale = |l: &mut crate::results::Percentiles| match metric {
+    let scale = |l: &mut Percentiles| match metric {
         Metric::P99 => l.p99 *= factor,
         Metric::P50 => l.p50 *= factor,
         _ => {}
@@ -50,6 +61,17 @@ fn scaled(mut r: Results, index: usize, metric: Metric, factor: f64) -> Results 
     r
 }
 
+/// `r` with the p99 of each round of the point at `index` set to `values` (as many rounds).
+fn p99_rounds(mut r: Results, index: usize, values: &[f64]) -> Results {
+    let p = &mut r.series[0].points[index];
+    let round = p.rounds[0].clone();
+    p.rounds = values
+        .iter()
+        .map(|&v| Round { latency_ms: Percentiles { p99: v, ..round.latency_ms }, ..round.clone() })
+        .collect();
+    r
+}
+
 fn thresholds(list: &[&str]) -> Vec<Threshold> {
     list.iter().map(|t| t.parse().unwrap()).collect()
 }
@@ -58,19 +80,25 @@ fn thresholds(list: &[&str]) -> Vec<Threshold> {
 fn the_same_run_is_within_noise_everywhere() {
     let c = compare(&run(), &run(), &thresholds(&["p99>+10%", "rps<-5%"])).unwrap();
     assert_eq!(c.pairs.len(), 3);
-    assert!(c.pairs.iter().flat_map(|p| &p.cells).all(|x| x.verdict == Some(Verdict::Noise)));
+    assert!(c
+        .pairs
+        .iter()
+        .flat_map(|p| &p.cells)
+        .all(|x| x.verdict == Some(Verdict::Noise) && x.p == Some(1.0)));
     assert!(c.crossings.is_empty() && c.only_a.is_empty() && c.only_b.is_empty());
+    assert!(c.notes.is_empty(), "{:?}", c.notes);
     assert_eq!(c.pairs[2].point, "load=0.9");
     assert_eq!(c.pairs[2].series, "load at distribution=shared");
 }
 
 #[test]
-fn a_rise_beyond_the_rounds_crosses_the_threshold_and_one_within_them_does_not() {
-    // The fixture's rounds span ±5%: p99 × 1.3 clears them, × 1.08 does not.
+fn a_significant_rise_past_the_threshold_fails_and_one_that_is_not_significant_does_not() {
+    // Every one of B's 5 rounds above A's: p = 2/252.
     let worse = scaled(run(), 2, Metric::P99, 1.3);
     let c = compare(&run(), &worse, &thresholds(&["p99>+10%", "rps<-5%"])).unwrap();
     let cell = c.pairs[2].cells.iter().find(|x| x.metric == Metric::P99).unwrap();
-    assert_eq!(cell.verdict, Some(Verdict::Worse));
+    assert_eq!((cell.verdict, cell.rounds), (Some(Verdict::Worse), (5, 5)));
+    assert!((cell.p.unwrap() - 2.0 / 252.0).abs() < 1e-12);
     assert!((cell.change.unwrap() - 0.3).abs() < 1e-9);
     assert_eq!(c.crossings.len(), 1);
     assert_eq!(
@@ -78,12 +106,25 @@ fn a_rise_beyond_the_rounds_crosses_the_threshold_and_one_within_them_does_not()
         ("load=0.9", "p99>+10%".into())
     );
     let text = text(&c, &("a".into(), "b".into()), &thresholds(&["p99>+10%"]));
-    assert!(text.contains("FAILED p99>+10%: load at distribution=shared: load=0.9 changed +30.0%"), "{text}");
+    assert!(
+        text.contains(
+            "FAILED p99>+10%: load at distribution=shared: load=0.9 changed +30.0% (p = 0.008, 5+5 rounds)"
+        ),
+        "{text}"
+    );
+    let row = text.lines().filter(|l| l.trim_start().starts_with("p99 ")).nth(2).expect(&text);
+    assert!(row.ends_with("  0.008    5+5  worse"), "{row}");
     assert!(text.contains("exit 4"), "{text}");
 
-    let noisy = scaled(run(), 2, Metric::P99, 1.08);
-    let c = compare(&run(), &noisy, &thresholds(&["p99>+5%"])).unwrap();
-    assert!(c.crossings.is_empty(), "8% inside a ±5% spread is noise: {:?}", c.crossings);
+    // A's p99 rounds 100–108 ms (median 104), B's 96–120 (median 110, +5.8%), interleaved:
+    // p = 0.42, a change past 5% that the rounds cannot tell from noise.
+    let base = p99_rounds(run(), 2, &[100.0, 102.0, 104.0, 106.0, 108.0]);
+    let wide = p99_rounds(run(), 2, &[96.0, 103.0, 110.0, 115.0, 120.0]);
+    let c = compare(&base, &wide, &thresholds(&["p99>+5%"])).unwrap();
+    let cell = c.pairs[2].cells.iter().find(|x| x.metric == Metric::P99).unwrap();
+    assert_eq!((cell.a, cell.b, cell.verdict), (Some(104.0), Some(110.0), Some(Verdict::Noise)));
+    assert!((cell.p.unwrap() - 106.0 / 252.0).abs() < 1e-12, "{cell:?}");
+    assert!(c.crossings.is_empty(), "+5.8% within the noise never fails: {:?}", c.crossings);
     // Better is better, not a failure of a rise threshold.
     let better = scaled(run(), 1, Metric::P99, 0.5);
     let c = compare(&run(), &better, &thresholds(&["p99>+10%"])).unwrap();
@@ -93,6 +134,54 @@ fn a_rise_beyond_the_rounds_crosses_the_threshold_and_one_within_them_does_not()
     let slower = scaled(run(), 0, Metric::Rps, 0.8);
     let c = compare(&run(), &slower, &thresholds(&["rps<-5%"])).unwrap();
     assert_eq!(c.crossings.len(), 1);
+}
+
+/// The regression: two 2-round runs whose p50 rounds missed each other (10.0 and 10.1 ms
+/// against 10.6 and 10.7) were called worse, and `--fail-if p50>+1%` failed. Two rounds a side
+/// can never give p below 1/3.
+#[test]
+fn two_rounds_a_side_are_too_few_to_tell_and_never_fail() {
+    let two = |values: [f64; 2]| {
+        let mut r = run();
+        r.load.rounds = 2;
+        for p in &mut r.series[0].points {
+            let round = p.rounds[0].clone();
+            p.rounds = values
+                .iter()
+                .map(|&v| Round { latency_ms: Percentiles { p50: v, ..round.latency_ms }, ..round.clone() })
+                .collect();
+        }
+        r
+    };
+    let (a, b) = (two([10.0, 10.1]), two([10.6, 10.7]));
+    let c = compare(&a, &b, &thresholds(&["p50>+1%"])).unwrap();
+    let cell = c.pairs[0].cells.iter().find(|x| x.metric == Metric::P50).unwrap();
+    assert_eq!((cell.verdict, cell.rounds, cell.moved), (Some(Verdict::TooFewRounds), (2, 2), None));
+    assert!(c.crossings.is_empty(), "{:?}", c.crossings);
+    let text = text(&c, &("a".into(), "b".into()), &thresholds(&["p50>+1%"]));
+    assert!(text.contains("  0.333    2+2  too few rounds to tell"), "{text}");
+    assert!(
+        text.contains(
+            "note: too few rounds to tell: with 2 round(s) in A and 2 in B, the smallest p a Mann–Whitney U \
+             test can give is 0.333, above α = 0.05"
+        ) && text.contains("run at least 4 rounds a side (--rounds 4)"),
+        "{text}"
+    );
+    assert!(text.ends_with("passed: no point crossed p50>+1% significantly"), "{text}");
+}
+
+#[test]
+fn a_point_measured_beside_other_load_is_noted() {
+    let mut b = run();
+    b.series[0].points[1].outside_cpu_cores = Some(1.25);
+    b.series[0].points[1].noisy = true;
+    let c = compare(&run(), &b, &[]).unwrap();
+    assert!(c.pairs[0].notes.is_empty() && c.pairs[2].notes.is_empty(), "{:?}", c.pairs);
+    assert_eq!(
+        c.pairs[1].notes,
+        ["noisy in B: processes outside the lab used 1.25 cores while it was measured, so its numbers \
+          include their interference"]
+    );
 }
 
 #[test]
@@ -176,7 +265,11 @@ fn the_page_has_a_chart_per_metric_and_the_table() {
             "#{id}: the legend names the runs"
         );
     }
-    assert!(html.contains("Thresholds crossed beyond the noise (exit 4)"));
-    assert!(html.contains("<td class=\"worse\">worse</td>"));
+    assert!(html.contains("Thresholds crossed significantly (exit 4)"));
+    assert!(
+        html.contains("<td>1.30</td><td>0.008</td><td>5+5</td><td class=\"worse\">worse</td>"),
+        "p99 row"
+    );
+    assert!(html.contains("<td class=\"noise\">within noise</td>"));
     assert!(!html.contains("<script") && !html.contains("src="));
 }

@@ -51,9 +51,7 @@ pub fn render(results: &Results) -> anyhow::Result<String> {
 /// Reads `dir/results.json`, writes `dir/report.html` and returns its path.
 pub fn write_report(dir: &Path) -> anyhow::Result<PathBuf> {
     let input = dir.join(RESULTS_FILE);
-    let json = fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
-    let results: Results =
-        serde_json::from_str(&json).with_context(|| format!("parsing {}", input.display()))?;
+    let results = Results::read(&input)?;
     write(dir, &results).with_context(|| format!("drawing the report of {}", input.display()))
 }
 
@@ -115,6 +113,8 @@ pub(crate) mod tests {
             cpu_used: BTreeMap::from([("node-1".to_string(), n.min(4.0))]),
             topology: format!("nodes: [{{name: node-1, workers: {n}}}]\n"),
             offered: None,
+            outside_cpu_cores: Some(0.02),
+            noisy: false,
         }
     }
 
@@ -392,6 +392,25 @@ pub(crate) mod tests {
         let knee = html.find("knee (p99").map(|i| &html[i..i + 60]);
         assert!(knee.is_some_and(|k| k.contains("50.0 ms = 10 x S")), "the knee under the table: {knee:?}");
         assert!(html.contains("What the lab followed"));
+    }
+
+    #[test]
+    fn noisy_points_are_marked_in_the_table_the_text_and_a_warning() {
+        let quiet = render(&fixture()).unwrap();
+        assert!(!quiet.contains("id=\"noise\"") && !quiet.contains("class=\"noisy\""));
+        assert!(quiet.contains("<td>0.02</td></tr>"), "every row shows the outside CPU");
+        let mut r = fixture();
+        let p = &mut r.series[0].points[2];
+        p.outside_cpu_cores = Some(0.93);
+        p.noisy = true;
+        let html = render(&r).unwrap();
+        let warning = &html[html.find("id=\"noise\"").expect("a warning")..];
+        let warning = &warning[..warning.find("</p>").unwrap()];
+        assert!(warning.contains("1 of 6 points were noisy (workers=4)"), "{warning}");
+        assert!(warning.contains("re-run them on an idle machine"), "{warning}");
+        assert!(html.contains("<td>3,120</td><td>4,000</td>"), "the workers=4 row");
+        assert!(html.contains("<td class=\"noisy\">0.93 noisy</td></tr>"), "its outside CPU is marked");
+        assert!(html.contains("contention-bound, fitted over 1 noisy point(s)"), "the fit's verdict says so");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub(super) struct Page {
     fits: Vec<FitRow>,
     /// One table per series: its points.
     series: Vec<SeriesTable>,
+    /// When some point was noisy: which, and what that is worth (empty otherwise).
+    noise: String,
 }
 
 /// A series' fit parameters, formatted (`-` where there is none).
@@ -92,6 +94,10 @@ struct PointRow {
     /// `nothing completed ...` when no request of the point finished (its numbers are then
     /// not shown).
     nothing: String,
+    /// Cores used outside the lab while it was measured (`-` when unknown).
+    outside: String,
+    /// Whether that made it noisy.
+    noisy: bool,
 }
 
 impl Page {
@@ -110,8 +116,26 @@ impl Page {
             texts: results.series.iter().map(explain).collect(),
             fits: results.series.iter().filter(|s| !s.is_choice() && !s.is_load()).map(fit_row).collect(),
             series: results.series.iter().map(series_table).collect(),
+            noise: noise(results),
         }
     }
+}
+
+/// The page's warning about noisy points: how many, which, and what they are worth.
+fn noise(results: &Results) -> String {
+    let named: Vec<String> =
+        results.series.iter().flat_map(|s| s.noisy_points().into_iter().map(move |p| p.name(s))).collect();
+    if named.is_empty() {
+        return String::new();
+    }
+    let all: usize = results.series.iter().map(|s| s.points.len()).sum();
+    format!(
+        "{} of {all} points were noisy ({}): {}. They are marked in the tables below (outside CPU), and \
+         a fit or comparison over them says so.",
+        named.len(),
+        named.join(", "),
+        crate::sweep::outside::WORTH
+    )
 }
 
 /// `/op2, 64 connections (closed loop), 3 rounds of 10 s after 2 s of warm-up`.
@@ -219,6 +243,8 @@ fn point_row(p: &Point, paths: &[String]) -> PointRow {
             })
             .collect(),
         errors: p.errors.to_string(),
+        outside: p.outside_cpu_cores.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into()),
+        noisy: p.noisy,
         jain: Spread::of(p.by_worker.values())
             .map(|s| format!("{:.2}", s.jain))
             .unwrap_or_else(|| "-".into()),

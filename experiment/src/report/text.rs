@@ -3,7 +3,9 @@
 //! far to trust the fit. For a choice (algorithm, distribution): which choice had the shortest
 //! tail, how far apart the choices were, and whether throughput differed at all. For a load
 //! series: which queueing model the measured p99 followed, where the knee fell against the
-//! models' knees, and why, from how the node spreads its connections ([`load`]).
+//! models' knees, and why, from how the node spreads its connections ([`load`]). Whatever the
+//! kind, a series with noisy points (measured while something outside the lab used the CPU)
+//! names them and says what they are worth, and a fit over them says so in its verdict.
 
 mod load;
 
@@ -27,7 +29,35 @@ pub struct FitText {
 }
 
 /// Explains the fit of `series`, or why it has none; a choice series is compared instead.
+/// Noisy points are named after it.
 pub fn explain(series: &Series) -> FitText {
+    let mut text = explain_measured(series);
+    let noisy = series.noisy_points();
+    if !noisy.is_empty() {
+        if series.fit.is_some() && !series.is_choice() && !series.is_load() {
+            text.verdict = format!("{}, fitted over {} noisy point(s)", text.verdict, noisy.len());
+        }
+        let named: Vec<String> = noisy
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} ({} cores)",
+                    p.name(series),
+                    format::sig3(p.outside_cpu_cores.unwrap_or_default())
+                )
+            })
+            .collect();
+        text.explanation.push_str(&format!(
+            " Noisy points, {}: {}.",
+            named.join(", "),
+            crate::sweep::outside::WORTH
+        ));
+    }
+    text
+}
+
+/// [`explain`] without the noise.
+fn explain_measured(series: &Series) -> FitText {
     let series_name = series.title();
     if series.is_load() {
         return load::explain(series);
@@ -263,6 +293,8 @@ mod tests {
             cpu_used: Default::default(),
             topology: String::new(),
             offered: None,
+            outside_cpu_cores: None,
+            noisy: false,
         };
         Series {
             vary: "workers".into(),
@@ -307,6 +339,36 @@ mod tests {
         let t = explain(&none);
         assert_eq!(t.verdict, "no fit");
         assert_eq!(t.explanation, "Too few points to fit 3 parameters.");
+    }
+
+    #[test]
+    fn a_fit_over_noisy_points_says_so_in_its_verdict() {
+        let mut s = series(Some(fit(0.05, 0.001, Some(30.8))));
+        s.points[2].outside_cpu_cores = Some(0.731);
+        s.points[2].noisy = true;
+        let t = explain(&s);
+        assert_eq!(t.verdict, "contention-bound, fitted over 1 noisy point(s)");
+        assert!(
+            t.explanation.ends_with(
+                "Noisy points, workers=4 (0.731 cores): something outside the lab used more than a tenth \
+                 of a core while they were measured, and took CPU the lab would otherwise have had: \
+                 their throughput may be lower and their latency tail longer than the lab's own, so \
+                 re-run them on an idle machine before drawing a conclusion from them."
+            ),
+            "{}",
+            t.explanation
+        );
+        // A quiet series says nothing of noise.
+        assert!(!explain(&series(Some(fit(0.05, 0.001, Some(30.8))))).explanation.contains("Noisy"));
+        // A choice has no fit: its comparison names the noisy point all the same.
+        s.vary = "algorithm".into();
+        s.points[2].label = Some("p2c".into());
+        s.points.iter_mut().for_each(|p| p.latency_ms.p99 = 10.0);
+        let t = explain(&s);
+        assert!(
+            t.verdict.starts_with("shortest tail")
+                && t.explanation.contains("Noisy points, p2c (0.731 cores)")
+        );
     }
 
     #[test]

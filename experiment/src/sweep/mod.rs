@@ -1,7 +1,8 @@
 //! `scalelab sweep`: the experiment itself. For every `--vary` series and every value in it,
 //! move a lab to that topology, warm it up, measure `--rounds` rounds of load (pausing between
 //! them so leftover `/op2` burns are not charged to the next), and record throughput, latency,
-//! who served what and the CPU each node used, beside the theoretical capacity. Each series
+//! who served what and the CPU each node used, beside the theoretical capacity, and the CPU
+//! used outside the lab meanwhile (a point where that passes a tenth of a core is noisy). Each series
 //! gets a USL fit. `results.json` is rewritten after every point, so an interrupted sweep keeps
 //! what it measured, and each point leaves `FIELD=VALUE.hgrm`, its rounds' latencies merged;
 //! `results.csv` and `report.html` follow at the end.
@@ -11,9 +12,12 @@
 //! - [`theory`]: the capacity a topology should have.
 //! - [`load`]: load series: each point's rate, the queueing models' predictions, the knee.
 //! - [`runner`]: where points run (native processes or Docker Compose).
+//! - [`outside`]: the CPU used outside the lab while a point is measured, and when that
+//!   makes the point noisy.
 //! - [`summary`]: the terminal table and `results.csv`.
 
 pub mod load;
+pub mod outside;
 pub mod plan;
 pub mod runner;
 pub mod summary;
@@ -245,13 +249,24 @@ async fn measure(
     let mut latencies = Vec::new();
     let mut cpu_used: BTreeMap<String, Duration> = BTreeMap::new();
     let mut measured = Duration::ZERO;
+    // CPU others used during the rounds; `None` once a reading failed.
+    let mut others = Some(outside::Outside::default());
     for r in 1..=args.rounds {
         progress.show(label, &format!("round {r}/{}", args.rounds));
         let before = runner.cpu_used().await;
+        let outside_before = outside::Reading::take(runner.containers_cpu().await);
         let run = scalelab_loadgen::run_load_full(round_load(planned, r), false).await?;
+        let outside_after = outside::Reading::take(runner.containers_cpu().await);
         let report = run.report;
         latencies.push(run.latency);
         let after = runner.cpu_used().await;
+        others = match (others, outside_before, outside_after) {
+            (Some(mut o), Some(x), Some(y)) => {
+                o.add(outside::Outside::between(&x, &y));
+                Some(o)
+            }
+            _ => None,
+        };
         for (node, end) in &after {
             if let Some(start) = before.get(node) {
                 *cpu_used.entry(node.clone()).or_default() += end.saturating_sub(*start);
@@ -284,6 +299,16 @@ async fn measure(
         planned.load.mix.entries().iter().map(|e| (e.path.clone(), e.weight)).collect();
     let mut p = point(t, planned.setting, position, rounds, cpu_used, measured, &paths, cores, runner.kind());
     p.offered = planned.offered.clone();
+    p.outside_cpu_cores = others.and_then(|o| o.cores());
+    p.noisy = p.outside_cpu_cores.is_some_and(outside::is_noisy);
+    if p.noisy {
+        eprintln!(
+            "[{}/{}] {label:<16} noisy: processes outside the lab used {:.2} cores while it was measured",
+            progress.done,
+            progress.total,
+            p.outside_cpu_cores.unwrap_or_default()
+        );
+    }
     Ok(p)
 }
 
@@ -355,6 +380,8 @@ fn point(
         topology: t.to_yaml(),
         rounds: rounds.into_iter().map(|(_, r)| r).collect(),
         offered: None,
+        outside_cpu_cores: None,
+        noisy: false,
     }
 }
 

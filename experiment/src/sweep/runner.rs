@@ -78,6 +78,16 @@ impl Runner {
         }
     }
 
+    /// CPU every container of a Compose lab has used so far, the balancer's too: what the
+    /// sweep counts as inside the lab besides its own process tree. Zero natively, where the
+    /// lab is that tree.
+    pub async fn containers_cpu(&self) -> Duration {
+        match self {
+            Runner::Native(_) => Duration::ZERO,
+            Runner::Compose(lab) => lab.containers_cpu().await,
+        }
+    }
+
     /// Stops everything the lab started.
     pub async fn shutdown(self) {
         match self {
@@ -188,6 +198,15 @@ impl ComposeLab {
             }
         }
         used
+    }
+
+    /// CPU used by every container of the project, from their cgroups.
+    async fn containers_cpu(&self) -> Duration {
+        let filter = format!("label=com.docker.compose.project={PROJECT}");
+        let Ok(ids) = docker(&["ps", "-q", "--no-trunc", "--filter", &filter]).await else {
+            return Duration::ZERO;
+        };
+        ids.lines().map(str::trim).filter(|l| !l.is_empty()).filter_map(container_cpu).sum()
     }
 
     async fn down(self) {

@@ -6,10 +6,12 @@
 //! load, so its table names each choice and shows the tail, per path when the load is a mix.
 //! A load series (load, rate) sets each percentile against the offered load and the models'
 //! p99, and ends with the knee. A point where no request finished says so instead of showing
-//! zeros.
+//! zeros. Every row ends with the CPU used outside the lab while the point was measured, marked
+//! `noisy` past a tenth of a core, and a series with noisy points says what they are worth.
 
 use std::fmt::Write;
 
+use super::outside;
 use crate::results::{Knee, Point, Results, Series};
 use crate::usl;
 
@@ -27,6 +29,9 @@ pub fn table(results: &Results) -> String {
         );
         if s.is_load() {
             load_rows(&mut out, s);
+            if let Some(noise) = noise_line(s) {
+                let _ = writeln!(out, "  {noise}");
+            }
             if let Some(k) = &s.knee {
                 let _ = writeln!(out, "  {}", knee_line(k));
             }
@@ -37,12 +42,20 @@ pub fn table(results: &Results) -> String {
         } else {
             scale_rows(&mut out, s);
         }
+        if let Some(noise) = noise_line(s) {
+            let _ = writeln!(out, "  {noise}");
+        }
         match &s.fit {
             Some(f) => {
                 let peak = f.peak_n.map_or_else(|| "none (kappa = 0)".to_string(), |n| format!("{n:.1}"));
+                let noisy = s.noisy_points().len();
+                let caveat = match noisy {
+                    0 => String::new(),
+                    _ => format!("; fitted over {noisy} noisy point(s) of {}", s.points.len()),
+                };
                 let _ = writeln!(
                     out,
-                    "  USL: sigma {:.4}  kappa {:.5}  lambda {:.1} req/s  N* {peak}  R^2 {:.3}  ({})",
+                    "  USL: sigma {:.4}  kappa {:.5}  lambda {:.1} req/s  N* {peak}  R^2 {:.3}  ({}){caveat}",
                     f.sigma,
                     f.kappa,
                     f.lambda,
@@ -56,15 +69,40 @@ pub fn table(results: &Results) -> String {
             }
         }
     }
+    let _ = writeln!(
+        out,
+        "\noutside: CPU cores used outside the lab while a point was measured (noisy above {})",
+        outside::NOISY_CORES
+    );
     out
+}
+
+/// `noisy: workers=2 (0.85 cores), workers=3 (0.41): something outside ...`, when a point of
+/// `s` is noisy.
+pub fn noise_line(s: &Series) -> Option<String> {
+    let noisy = s.noisy_points();
+    if noisy.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = noisy
+        .iter()
+        .map(|p| format!("{} ({:.2} cores)", p.name(s), p.outside_cpu_cores.unwrap_or_default()))
+        .collect();
+    Some(format!("noisy: {}: {}.", named.join(", "), outside::WORTH))
+}
+
+/// The last column of a row: cores used outside the lab, `noisy` past the bound.
+fn outside_cell(p: &Point) -> String {
+    let cores = p.outside_cpu_cores.map_or("-".to_string(), |c| format!("{c:.2}"));
+    format!("{cores:>7}{}", if p.noisy { " noisy" } else { "" })
 }
 
 /// workers/replicas/cpus: value, N, throughput against the theory, latency, errors.
 fn scale_rows(out: &mut String, s: &Series) {
     let _ = writeln!(
         out,
-        "  {:>6} {:>5} {:>9} {:>9} {:>6} {:>9} {:>9} {:>7}",
-        "value", "N", "req/s", "theory", "ratio", "p50 ms", "p99 ms", "errors"
+        "  {:>6} {:>5} {:>9} {:>9} {:>6} {:>9} {:>9} {:>7} {:>7}",
+        "value", "N", "req/s", "theory", "ratio", "p50 ms", "p99 ms", "errors", "outside"
     );
     for p in &s.points {
         if p.nothing_completed() {
@@ -73,8 +111,16 @@ fn scale_rows(out: &mut String, s: &Series) {
         }
         let _ = writeln!(
             out,
-            "  {:>6} {:>5} {:>9.1} {:>9.1} {:>6.2} {:>9.2} {:>9.2} {:>7}",
-            p.value, p.n, p.rps, p.theory_rps, p.ratio, p.latency_ms.p50, p.latency_ms.p99, p.errors
+            "  {:>6} {:>5} {:>9.1} {:>9.1} {:>6.2} {:>9.2} {:>9.2} {:>7} {}",
+            p.value,
+            p.n,
+            p.rps,
+            p.theory_rps,
+            p.ratio,
+            p.latency_ms.p50,
+            p.latency_ms.p99,
+            p.errors,
+            outside_cell(p)
         );
     }
 }
@@ -89,7 +135,7 @@ pub fn nothing_completed(p: &Point) -> String {
 fn load_rows(out: &mut String, s: &Series) {
     let _ = writeln!(
         out,
-        "  {:>6} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7}",
+        "  {:>6} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7} {:>7}",
         "value",
         "rate",
         "rho",
@@ -100,7 +146,8 @@ fn load_rows(out: &mut String, s: &Series) {
         "p99.9 ms",
         "pooled p99",
         "part. p99",
-        "errors"
+        "errors",
+        "outside"
     );
     for p in &s.points {
         let o = p.offered.as_ref();
@@ -114,7 +161,7 @@ fn load_rows(out: &mut String, s: &Series) {
         let l = &p.latency_ms;
         let _ = writeln!(
             out,
-            "  {:>6} {rate:>8} {rho:>5} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10} {:>10} {:>7}",
+            "  {:>6} {rate:>8} {rho:>5} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10} {:>10} {:>7} {}",
             p.value,
             p.rps,
             l.p50,
@@ -123,7 +170,8 @@ fn load_rows(out: &mut String, s: &Series) {
             l.p999,
             model(o.and_then(|o| o.pooled).map(|m| m.p99)),
             model(o.and_then(|o| o.partitioned).map(|m| m.p99)),
-            p.errors
+            p.errors,
+            outside_cell(p)
         );
     }
 }
@@ -156,7 +204,7 @@ fn choice_rows(out: &mut String, s: &Series) {
     for path in &paths {
         let _ = write!(head, " {:>12}", format!("{path} p99"));
     }
-    let _ = writeln!(out, "{head} {:>7}", "errors");
+    let _ = writeln!(out, "{head} {:>7} {:>7}", "errors", "outside");
     for p in &s.points {
         let l = &p.latency_ms;
         let name = p.label.clone().unwrap_or_else(|| p.value.to_string());
@@ -175,7 +223,7 @@ fn choice_rows(out: &mut String, s: &Series) {
             }
             .ok();
         }
-        let _ = writeln!(out, "{row} {:>7}", p.errors);
+        let _ = writeln!(out, "{row} {:>7} {}", p.errors, outside_cell(p));
     }
 }
 
@@ -183,7 +231,7 @@ fn choice_rows(out: &mut String, s: &Series) {
 pub fn csv(results: &Results) -> String {
     let mut out = String::from(
         "series,value,label,n,rps,theory_rps,ratio,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,stdev_ms,errors,rounds,\
-         at,offered_rps,utilization,pooled_p99_ms,partitioned_p99_ms,completed\n",
+         at,offered_rps,utilization,pooled_p99_ms,partitioned_p99_ms,completed,outside_cpu_cores,noisy\n",
     );
     for s in &results.series {
         for p in &s.points {
@@ -192,7 +240,7 @@ pub fn csv(results: &Results) -> String {
             let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
             let _ = writeln!(
                 out,
-                "{},{},{},{},{:.3},{:.3},{:.4},{},{},{},{},{},{:.3},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{:.3},{:.3},{:.4},{},{},{},{},{},{:.3},{},{},{},{},{},{},{},{},{},{}",
                 s.vary,
                 p.value,
                 p.label.as_deref().unwrap_or(""),
@@ -214,6 +262,8 @@ pub fn csv(results: &Results) -> String {
                 opt(o.and_then(|o| o.pooled).map(|m| m.p99)),
                 opt(o.and_then(|o| o.partitioned).map(|m| m.p99)),
                 !p.nothing_completed(),
+                opt(p.outside_cpu_cores),
+                p.noisy,
             );
         }
     }
@@ -281,7 +331,7 @@ mod tests {
         assert!(row.contains("   360.0  0.90"), "{row}");
         // Above capacity the models have nothing to say.
         let over = text.lines().find(|l| l.trim_start().starts_with("1.1 ")).expect(&text);
-        assert!(over.trim_end().ends_with("-          -       0"), "{over}");
+        assert!(over.trim_end().ends_with("-          -       0    0.02"), "{over}");
         assert!(text.contains("knee (p99 > 50.0 ms = 10 x S): measured rho 0."), "{text}");
         assert!(!text.contains("USL"), "a load series has no fit line: {text}");
         let csv = csv(&r);
@@ -303,5 +353,36 @@ mod tests {
         let row = text.lines().find(|l| l.contains("nothing completed")).expect(&text);
         assert!(row.contains("48 still in flight"), "{row}");
         assert!(!row.contains("0.00"), "no zeros posing as measurements: {row}");
+    }
+
+    /// The regression: a point measured while a busy loop ran beside the lab looked like any
+    /// other, and the fit over it read the interference as contention.
+    #[test]
+    fn noisy_points_are_marked_named_and_the_fit_says_it_was_fitted_over_them() {
+        let mut r = fixture();
+        let p = &mut r.series[0].points[1];
+        p.outside_cpu_cores = Some(0.85);
+        p.noisy = true;
+        let text = table(&r);
+        let row = text.lines().find(|l| l.starts_with("       2     2    1810.0")).expect(&text);
+        assert!(row.ends_with("      0    0.85 noisy"), "{row}");
+        let quiet = text.lines().find(|l| l.starts_with("       1     1     975.0")).expect(&text);
+        assert!(quiet.ends_with("      0    0.02"), "{quiet}");
+        assert!(
+            text.contains(
+                "  noisy: workers=2 (0.85 cores): something outside the lab used more than a tenth of a core"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("fitted over 1 noisy point(s) of 3"), "{text}");
+        let replicas = &text[text.find("vary replicas").unwrap()..];
+        assert!(!replicas.contains("noisy:") && !replicas.contains("fitted over"), "{replicas}");
+        assert!(text.contains(
+            "outside: CPU cores used outside the lab while a point was measured (noisy above 0.1)"
+        ));
+        let csv = csv(&r);
+        assert!(csv.lines().next().unwrap().ends_with(",completed,outside_cpu_cores,noisy"), "{csv}");
+        assert!(csv.lines().nth(2).unwrap().ends_with(",true,0.8500,true"), "{csv}");
+        assert!(csv.lines().nth(1).unwrap().ends_with(",true,0.0200,false"), "{csv}");
     }
 }

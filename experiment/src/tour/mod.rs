@@ -124,6 +124,7 @@ async fn run_steps(out: &Path, pace: Pace) -> (Vec<Step>, Option<String>) {
         println!("── step {number} of {}: {title} ──", STEPS.len());
         let dir = out.join(dir);
         let started = Instant::now();
+        let outside = crate::sweep::outside::Span::start();
         let step = async {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             match number {
@@ -147,6 +148,7 @@ async fn run_steps(out: &Path, pace: Pace) -> (Vec<Step>, Option<String>) {
                 step.number = number;
                 step.title = title.to_string();
                 step.took = started.elapsed();
+                step.lesson.extend(crate::sweep::outside::step_caveat(outside.cores()));
                 print_step(&step);
                 done.push(step);
             }
